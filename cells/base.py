@@ -1,0 +1,177 @@
+"""The cell base class: parameters, initialisation, activations. A cell declares its parameters and ONE step.
+
+A cell is one direction of one layer. The shared layer wrapper (``cells/layer.py``) owns everything else: the
+input projection of all time steps in one matrix product, the time loop, lengths, stacking, bidirection and the
+backends. A subclass writes:
+
+- ``__init__``: its parameters, each by ``self.param(name, rows, cols, kind)`` with the paper's name (``W_i``, ``U_i``,
+  ``b_i``); ``kind`` picks the initialisation.
+- ``input_weights()``: ``(W, b)``, the stacked matrix (k, m) and bias (k,) applied to every x_t at once.
+- ``recurrent_weights()``: a dict of the hidden-to-hidden matrices (the DropConnect target), built once per call.
+- ``step(a, state, R)``: one time step, written like the paper, from the projected input ``a`` (B, k) and the state
+  tuple; returns ``(new_state, gates)``.
+- ``fused(W, b, R)`` (optional): the exact weights of PyTorch's fused LSTM / tanh-RNN kernel, or None.
+- ``count(m, n)``: the paper's parameter formula.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PAPERS = {
+    "simplified": "Lu & Salem 2017, Simplified gating in LSTM",
+    "slim": "Akandeh & Salem 2019, Slim LSTM",
+    "odyssey": "Greff et al. 2017, LSTM: A search space odyssey",
+    "jozefowicz": "Jozefowicz et al. 2015, An empirical exploration of recurrent network architectures",
+    "g2lstm": "Li et al. 2018, Towards binary-valued gates for robust LSTM training",
+    "standard": "Hochreiter & Schmidhuber 1997 / Graves 2013 (the baseline of every paper)",
+}
+
+
+def hard_sigmoid(x: Tensor) -> Tensor:
+    """Keras 2.0-2.2's ``hard_sigmoid``: clip(0.2 x + 0.5, 0, 1)."""
+    return (0.2 * x + 0.5).clamp(0.0, 1.0)
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": identity}
+GATE_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
+INITS = ("torch", "keras", "uniform")
+
+# A constant gate of 1 (or f) inside the fused kernel: sigmoid(BIG) is exactly 1.0 in float32 and float64 alike
+# (exp(-50) ~ 2e-22 vanishes against 1), so the kernel multiplies by exactly one.
+BIG = 50.0
+
+
+@dataclass
+class Fused:
+    """Weights for PyTorch's fused kernel (cuDNN on a GPU): ``mode`` "lstm" (gate rows i, f, g, o) or "rnn_tanh"."""
+
+    mode: str
+    w_ih: Tensor
+    w_hh: Tensor
+    bias: Tensor
+
+
+class Cell(nn.Module):
+    name: str = "?"  # set by @register
+    paper: str = "standard"  # key of PAPERS
+    formula: str = "?"  # the paper's parameter formula, as text
+    has_cell_state: bool = True
+    gate_names: tuple[str, ...] = ()  # the gates ``step`` returns (a removed gate is absent)
+    options: dict = {}  # cell-specific options and their defaults, e.g. {"forget": 0.59}
+    fused_when: str = ""  # the condition under which ``fused`` applies, for ``describe``
+    has_forget_bias: bool = True  # whether ``forget_bias`` means something (the cell has a b_f)
+    extra_state: int = 0  # (B, n) state tensors beyond h and c that start at zero on every call (FGR's gates)
+
+    def __init__(self, input_size: int, hidden_size: int, *, activation: str = "tanh",
+                 gate_activation: str = "sigmoid", forget_bias: float | None = None, init: str = "torch",
+                 init_scale: float = 1.0):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.activation, self.gate_activation = activation, gate_activation
+        self.act = ACTIVATIONS[activation]
+        self.gate_act = GATE_ACTIVATIONS[gate_activation]
+        self.init, self.init_scale, self.forget_bias = init, init_scale, forget_bias
+        self._kinds: dict[str, str] = {}
+
+    # ---- parameters ------------------------------------------------------------------------------------------
+    def param(self, name: str, *shape: int, kind: str) -> nn.Parameter:
+        """Add parameter ``name`` of ``shape``; ``kind`` is input | recurrent | bias | vector (picks the init)."""
+        p = nn.Parameter(torch.empty(*shape))
+        self.register_parameter(name, p)
+        self._kinds[name] = kind
+        return p
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter by ``init`` (torch | keras | uniform) and then ``forget_bias``."""
+        n = self.hidden_size
+        with torch.no_grad():
+            for name, p in self.named_parameters(recurse=False):
+                kind = self._kinds[name]
+                if self.init == "keras":  # glorot-uniform input, orthogonal recurrent, zero bias (Keras LSTM)
+                    if kind == "input":
+                        nn.init.xavier_uniform_(p)
+                    elif kind == "recurrent" and p.shape[0] == p.shape[1]:
+                        nn.init.orthogonal_(p)
+                    elif kind in ("bias", "vector"):
+                        p.zero_()
+                    else:
+                        nn.init.xavier_uniform_(p)
+                else:  # torch: U(-1/sqrt(n), 1/sqrt(n)); uniform: the same scaled by s (Jozefowicz)
+                    bound = (self.init_scale if self.init == "uniform" else 1.0) / math.sqrt(n)
+                    p.uniform_(-bound, bound)
+            fb = self.forget_bias if self.forget_bias is not None else (1.0 if self.init == "keras" else None)
+            if fb is not None and hasattr(self, "b_f"):
+                self.b_f.fill_(fb)
+
+    @classmethod
+    def count(cls, m: int, n: int) -> int:
+        """The paper's parameter count of one direction of one layer with input size m, hidden size n."""
+        raise NotImplementedError
+
+    @classmethod
+    def forget_bias_ok(cls) -> bool:
+        """Whether the option ``forget_bias`` means something for this cell (it has a forget-gate bias b_f)."""
+        return cls.has_forget_bias
+
+    @classmethod
+    def paper_title(cls) -> str:
+        return PAPERS[cls.paper]
+
+    @classmethod
+    def exact_backends(cls) -> list[str]:
+        fused = cls.fused is not Cell.fused
+        return ["eager", "compiled"] + (["cudnn"] if fused else [])
+
+    # ---- the math ----------------------------------------------------------------------------------------------
+    def extra_inputs(self, x: Tensor) -> Tensor | None:
+        """Extra input columns appended to x before the projection (G2-LSTM's training noise); None for most cells."""
+        return None
+
+    def input_weights(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def recurrent_weights(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, a: Tensor, state: tuple[Tensor, ...], R: dict[str, Tensor]):
+        raise NotImplementedError
+
+    def fused(self, W: Tensor, b: Tensor, R: dict[str, Tensor]) -> Fused | None:
+        """Exact weights of the fused kernel, built differentiably from the parameters; None where impossible."""
+        return None
+
+    # ---- helpers for subclasses ----------------------------------------------------------------------------------
+    def zeros(self, rows: int, cols: int | None = None, like: Tensor | None = None) -> Tensor:
+        like = like if like is not None else self.b_dummy()
+        return like.new_zeros(rows) if cols is None else like.new_zeros(rows, cols)
+
+    def b_dummy(self) -> Tensor:
+        return next(self.parameters())
+
+    def fusable_acts(self) -> bool:
+        """The fused LSTM kernel hard-codes tanh and the logistic sigmoid."""
+        return self.activation == "tanh" and self.gate_activation == "sigmoid"
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, activation={self.activation}, gates={self.gate_activation}"
+
+
+def const_gate(like: Tensor, value: float | None = None) -> Tensor:
+    """Bias rows that make a fused sigmoid gate the constant ``value`` (1 by default): logit(value), or BIG."""
+    n = like.shape[0] if like.dim() else 1
+    if value is None:
+        return like.new_full((n,), BIG)
+    return like.new_full((n,), math.log(value / (1.0 - value)))
+
+
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    return F.linear(x, W, b)

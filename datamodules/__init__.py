@@ -1,0 +1,1 @@
+"""gatezoo datamodules (filled in by the task issues)."""

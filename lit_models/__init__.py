@@ -1,0 +1,1 @@
+"""gatezoo lit_models (filled in by the task issues)."""

@@ -1,0 +1,1 @@
+"""gatezoo reproduce (filled in by the task issues)."""
