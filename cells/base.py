@@ -79,6 +79,9 @@ class Cell(nn.Module):
         self.activation, self.gate_activation = activation, gate_activation
         self.act = ACTIVATIONS[activation]
         self.gate_act = GATE_ACTIVATIONS[gate_activation]
+        if init_scale != 1.0 and init != "uniform":
+            raise ValueError(f"init_scale only applies to init='uniform' (Jozefowicz's U(-s/sqrt(n), s/sqrt(n))), "
+                             f"got init={init!r}")
         self.init, self.init_scale, self.forget_bias = init, init_scale, forget_bias
         self._kinds: dict[str, str] = {}
 

@@ -154,7 +154,8 @@ class _MUT(_GatedRNN):
         if input_size != hidden_size and self.name in ("mut1", "mut2"):
             raise ValueError(f"{self.name} adds x to a hidden-sized vector ({'tanh(x)' if self.name == 'mut1' else 'x'}"
                              f"), so it needs input_size == hidden_size; got {input_size} and {hidden_size} "
-                             f"(put a linear layer in front, or use mut3)")
+                             f"(above the first layer the input is hidden_size x directions, so a stacked "
+                             f"bidirectional {self.name} cannot exist; put a linear layer in front, or use mut3)")
         super().__init__(input_size, hidden_size, **options)
 
     def candidate(self, r, h, R, ah, z):

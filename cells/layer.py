@@ -68,7 +68,8 @@ class Recurrent(nn.Module):
                 self.cells.append(cell)
         self.has_cell_state = cell_cls.has_cell_state
         self.backend = backend
-        if backend == "cudnn" and self.cells[0].fused(*self._weights(self.cells[0])) is None:
+        probe = self.cells[0]  # no DropConnect here: building the layer must not consume the RNG
+        if backend == "cudnn" and probe.fused(*probe.input_weights(), probe.recurrent_weights()) is None:
             raise ValueError(f"{name}: no exact cudnn form with these options ({cell_cls.fused_when or 'never'}); "
                              f"use backend 'compiled' or 'eager' (exact backends: "
                              f"{', '.join(cell_cls.exact_backends())})")
@@ -99,6 +100,11 @@ class Recurrent(nn.Module):
         B, T = x.shape[:2]
         if lengths is not None:
             lengths = torch.as_tensor(lengths)
+            if lengths.is_floating_point() or lengths.is_complex():
+                if not torch.equal(lengths, lengths.round()):
+                    raise ValueError(f"{self.cell_name}: lengths must be whole numbers of steps, "
+                                     f"got {lengths.tolist()[:8]}")
+            lengths = lengths.long()
             if lengths.shape != (B,) or lengths.min() < 1 or lengths.max() > T:
                 raise ValueError(f"{self.cell_name}: lengths must be a ({B},) tensor of values in [1, {T}], "
                                  f"got shape {tuple(lengths.shape)}, values {lengths.tolist()[:8]}")
