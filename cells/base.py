@@ -43,7 +43,7 @@ def identity(x: Tensor) -> Tensor:
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "identity": identity}
 GATE_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
-INITS = ("torch", "keras", "uniform")
+INITS = ("torch", "keras", "glorot", "uniform")
 
 # A constant gate of 1 (or f) inside the fused kernel: sigmoid(BIG) is exactly 1.0 in float32 and float64 alike
 # (exp(-50) ~ 2e-22 vanishes against 1), so the kernel multiplies by exactly one.
@@ -94,15 +94,18 @@ class Cell(nn.Module):
         return p
 
     def reset_parameters(self) -> None:
-        """Initialise every parameter by ``init`` (torch | keras | uniform) and then ``forget_bias``."""
+        """Initialise every parameter by ``init`` (torch | keras | glorot | uniform) and then ``forget_bias``.
+
+        glorot is keras with glorot-uniform recurrent matrices too: what Lu & Salem's MNIST script set.
+        """
         n = self.hidden_size
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
                 kind = self._kinds[name]
-                if self.init == "keras":  # glorot-uniform input, orthogonal recurrent, zero bias (Keras LSTM)
+                if self.init in ("keras", "glorot"):  # glorot-uniform input, orthogonal recurrent, zero bias (Keras)
                     if kind == "input":
                         nn.init.xavier_uniform_(p)
-                    elif kind == "recurrent" and p.shape[0] == p.shape[1]:
+                    elif kind == "recurrent" and p.shape[0] == p.shape[1] and self.init == "keras":
                         nn.init.orthogonal_(p)
                     elif kind in ("bias", "vector"):
                         p.zero_()
@@ -111,7 +114,7 @@ class Cell(nn.Module):
                 else:  # torch: U(-1/sqrt(n), 1/sqrt(n)); uniform: the same scaled by s (Jozefowicz)
                     bound = (self.init_scale if self.init == "uniform" else 1.0) / math.sqrt(n)
                     p.uniform_(-bound, bound)
-            fb = self.forget_bias if self.forget_bias is not None else (1.0 if self.init == "keras" else None)
+            fb = self.forget_bias if self.forget_bias is not None else (1.0 if self.init in ("keras", "glorot") else None)
             if fb is not None and hasattr(self, "b_f"):
                 self.b_f.fill_(fb)
 

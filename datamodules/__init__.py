@@ -1,1 +1,64 @@
-"""gatezoo datamodules (filled in by the task issues)."""
+"""gatezoo's tasks: one LightningDataModule per dataset, built by name.
+
+    import datamodules
+    datamodules.names()                                        # ['imdb', 'news20', 'pixel_mnist', 'row_mnist']
+    dm = datamodules.build("row_mnist", batch_size=32, protocol="paper")
+    dm.prepare_data(); dm.setup("fit")                         # fetch + verify + process (cached), then load
+    dm.input_size, dm.seq_len, dm.num_classes, dm.provenance   # what the model builder needs
+
+Every task takes ``data_dir, batch_size, num_workers, seed, protocol ("holdout" | "paper"), val_size, limit_train,
+limit_test`` (see ``base.py``) plus its own options; batches are ``(x, y)``. Data files: ``files.py``.
+DataModules never import ``cells`` or ``lit_models``.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+
+from .base import PROTOCOLS, TaskDataModule
+from .files import SOURCES, ChecksumError, DataError, MissingDataError, cached, data_dir, fetch
+from .imdb import IMDB
+from .mnist import MNIST
+from .news20 import News20
+
+TASKS = {
+    "pixel_mnist": functools.partial(MNIST, layout="pixel"),
+    "row_mnist": functools.partial(MNIST, layout="row"),
+    "imdb": IMDB,
+    "news20": News20,
+}
+
+__all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "TaskDataModule", "PROTOCOLS", "SOURCES",
+           "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
+
+
+def names() -> list[str]:
+    return sorted(TASKS)
+
+
+def _factory(task: str):
+    if task not in TASKS:
+        close = difflib.get_close_matches(str(task), names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown task {task!r}.{hint} Valid tasks: {', '.join(names())}")
+    return TASKS[task]
+
+
+def options(task: str) -> dict:
+    """The keyword arguments ``build(task, ...)`` accepts, with their defaults."""
+    factory = _factory(task)
+    fixed = factory.keywords if isinstance(factory, functools.partial) else {}
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k not in fixed}
+
+
+def build(task: str, **kwargs) -> TaskDataModule:
+    """The DataModule of ``task``; an unknown task or keyword argument lists the valid ones."""
+    factory, valid = _factory(task), options(task)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, valid, n=1)) else repr(k)
+                 for k in unknown]
+        raise ValueError(f"task {task!r} has no option {', '.join(hints)}. Valid: {', '.join(valid)}")
+    return factory(**kwargs)

@@ -1,6 +1,9 @@
-"""Shared set-up of the test suite: the tests folder on sys.path (for ``import reference``) and a seed per test."""
+"""Shared set-up of the test suite: the tests folder on sys.path (for ``import reference``), a seed per test, and a
+session-wide temp dir for processed data (hermetic: nothing is written to ~/.cache, and IMDB / News20 are processed
+once per session whichever test needs them first)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,3 +18,10 @@ def _seed():
     """Every test starts from the same global RNG state, so a failure reproduces when run alone."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _processed_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GATEZOO_CACHE", os.environ.get("GATEZOO_TEST_CACHE") or str(tmp_path_factory.mktemp("processed")))
+        yield

@@ -811,7 +811,7 @@ def test_unknown_option_lists_the_valid_options(name):
 
 @pytest.mark.parametrize("key,valid", [("activation", ["tanh", "sigmoid", "relu", "identity"]),
                                        ("gate_activation", ["sigmoid", "hard_sigmoid"]),
-                                       ("init", ["torch", "keras", "uniform"]),
+                                       ("init", ["torch", "keras", "glorot", "uniform"]),
                                        ("backend", ["auto", "eager", "compiled", "cudnn"])])
 def test_unknown_choice_lists_the_valid_ones(key, valid):
     msg = _message(lambda: cells.build("lstm", 3, 4, **{key: "bogus"}))
@@ -937,6 +937,22 @@ def test_keras_init_orthogonal_recurrence_zero_bias_forget_bias_one(name):
         elif kinds[pname] == "input":  # glorot uniform
             assert p.abs().max() <= math.sqrt(6 / sum(p.shape)) + 1e-12, pname
     assert "recurrent" in kinds.values() or name == "lstm_c6"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_glorot_init_is_glorot_uniform_for_recurrent_matrices_too(name):
+    """Lu & Salem's MNIST script: glorot-uniform for input AND recurrent weights, zero bias, forget bias one."""
+    torch.manual_seed(0)
+    cell = build(name, 40, 40, init="glorot").cells[0]
+    for pname, p in cell.named_parameters():
+        kind, p = _kind(pname), p.detach()
+        if kind in ("recurrent", "input") and p.dim() == 2:
+            limit = math.sqrt(6 / sum(p.shape))
+            assert p.abs().max() <= limit + 1e-12 and p.abs().max() > 0.9 * limit, pname
+            if kind == "recurrent":
+                assert (p.T @ p - torch.eye(p.shape[1], dtype=F64)).abs().max() > 0.1, f"{pname} is orthogonal"
+        elif kind == "bias":
+            assert_close(p, torch.full_like(p, 1.0 if pname == "b_f" else 0.0), **EXACT, msg=pname)
 
 
 @pytest.mark.parametrize("name", NAMES)

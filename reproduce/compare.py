@@ -1,0 +1,212 @@
+"""The one comparison printer: published numbers next to reproduced ones, per (row, column) of a paper's table.
+
+    from reproduce.results import load_records, published_values, published_grid
+    rows, cols = published_grid("simplified", "table2_simplified")
+    compare("table2_simplified", paper="simplified", published=published_values("simplified", "table2_simplified"),
+            records=load_records(table="table2_simplified"), rows=rows, columns=cols, preset="quick")
+
+Nothing from ``published`` ever reaches the reproduced columns: a grid point without records reads "not run".
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .results import atomic_write_bytes, atomic_write_text
+
+FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std", "n", "delta", "seeds", "presets",
+          "status", "params_published", "params", "params_match"]
+
+
+def _is_acc(metric: str) -> bool:
+    return "acc" in metric
+
+
+def _select(table: str, records: Sequence[dict], preset: str | None) -> list[dict]:
+    """The records of ``table`` (and ``preset``), one per (row, column, preset, seed): the newest wins, so a
+    rerun of a seed replaces its earlier result instead of being averaged with it."""
+    latest: dict[tuple, dict] = {}
+    for rec in sorted(records, key=lambda r: str(r.get("created", ""))):
+        if rec.get("table") == table and (preset is None or rec.get("preset") == preset):
+            latest[(rec["row"], rec["column"], rec.get("preset"), rec.get("seed"))] = rec
+    return list(latest.values())
+
+
+def _pairs(rows: Sequence[str], columns: Sequence[str], recs: Sequence[dict]) -> list[tuple[str, str]]:
+    """The grid in the given order, then (row, column) pairs seen only in records (cells or etas the paper lacks)."""
+    grid = [(r, c) for r in rows for c in columns]
+    extra = []
+    for rec in recs:
+        pair = (rec["row"], rec["column"])
+        if pair not in grid and pair not in extra:
+            extra.append(pair)
+    rank = {name: i for i, name in enumerate(rows)}
+    return grid + sorted(extra, key=lambda p: (rank.get(p[0], len(rank)), extra.index(p)))
+
+
+def _fmt(x, decimals: int, signed: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
+
+
+def _params_text(row: dict) -> str:
+    pub, rep = row["params_published"], row["params"]
+    if pub is None and rep is None:
+        return ""
+    mark = "" if row["params_match"] is None else (" ✓" if row["params_match"] else " ✗")
+    return f"{pub if pub is not None else '—'} vs {rep if rep is not None else '—'}{mark}"
+
+
+def _reproduced_text(row: dict, decimals: int) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    text = _fmt(row["mean"], decimals)
+    return (f"{text} +- {_fmt(row['std'], decimals)}" if row["n"] > 1 else text) + f" (n={row['n']})"
+
+
+def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], float], records: Sequence[dict],
+            rows: Sequence[str], columns: Sequence[str], preset: str | None = None, metric: str = "test/acc_best",
+            units: str = "fraction", params: Mapping | None = None, notes: Sequence[str] = (),
+            out_dir: str | Path | None = "results/tables", console: Console | None = None) -> list[dict]:
+    """Print and write the comparison of one table; return one dict per line (keys: ``FIELDS``).
+
+    published: {(row, column, metric): value} with accuracies as fractions (``published_values`` default);
+        (row, 'params', 'params') entries give the printed parameter counts.
+    records:   result records, accuracies as fractions; other tables' records are ignored, and so are other
+        presets' when ``preset`` is given (else every preset counts and each line lists the ones it used).
+    units:     'fraction' or 'percent': the unit both sides are shown in (accuracy metrics only).
+    params:    computed counts by row or by (row, column), used where no record carries ``params``.
+    out_dir:   where <table>.md and <table>.csv go (atomically); None writes nothing.
+    Mean and std are over seeds (sample std, n - 1); delta = reproduced mean - published.
+    """
+    if units not in ("fraction", "percent"):
+        raise ValueError(f"units must be 'fraction' or 'percent', got {units!r}")
+    acc = _is_acc(metric)
+    scale = 100.0 if acc and units == "percent" else 1.0
+    decimals = 0 if metric == "params" else 2 if scale == 100.0 else 4
+    recs = _select(table, records, preset)
+    out = []
+    for row, col in _pairs(rows, columns, recs):
+        group = [r for r in recs if (r["row"], r["column"]) == (row, col)]
+        vals = [float(r["metrics"][metric]) for r in group
+                if isinstance(r["metrics"].get(metric), (int, float)) and not math.isnan(r["metrics"][metric])]
+        if metric == "params" and not group and params is not None and params.get(row) is not None:
+            vals = [float(params[row])]  # a parameter table is reproduced by counting, not by training
+        pub = published.get((row, col, metric))
+        for what, v in [("published", pub)] + [("record", v) for v in vals]:
+            # Records and published_values() are fractions; a value above 1 means a percent slipped in.
+            if acc and v is not None and v > 1.0 + 1e-9:
+                raise ValueError(f"{table} {row} {col}: {what} {metric} = {v} > 1; accuracies must be fractions "
+                                 "(use published_values(..., units='fraction'))")
+        mean = statistics.fmean(vals) * scale if vals else None
+        std = statistics.stdev(vals) * scale if len(vals) > 1 else None
+        pub = pub * scale if pub is not None else None
+        rep_params = sorted({r["params"] for r in group if r.get("params") is not None})
+        if not rep_params and params is not None:
+            computed = params.get((row, col), params.get(row))
+            rep_params = [computed] if computed is not None else []
+        pub_params = published.get((row, "params", "params"))
+        out.append({
+            "table": table, "row": row, "column": col, "metric": metric, "unit": units if acc else "",
+            "published": pub, "mean": mean, "std": std, "n": len(vals),
+            "delta": mean - pub if mean is not None and pub is not None else None,
+            "seeds": " ".join(str(s) for s in sorted({r.get("seed") for r in group}, key=str)),
+            "presets": " ".join(sorted({str(r.get("preset")) for r in group})),
+            "status": "ok" if vals else ("not run" if not group else f"no {metric}"),
+            "params_published": pub_params,
+            "params": rep_params[0] if len(rep_params) == 1 else (" ".join(map(str, rep_params)) or None),
+            "params_match": pub_params == rep_params[0] if pub_params is not None and len(rep_params) == 1 else None,
+        })
+    title = f"{table} — {paper} — preset {preset or 'any'}"
+    _print(out, title, metric, units if acc else "", notes, decimals, console)
+    if out_dir is not None:
+        _write(out, Path(out_dir), table, title, metric, units if acc else "", notes, decimals)
+    return out
+
+
+def _cells(row: dict, decimals: int) -> list[str]:
+    return [row["row"], row["column"], _fmt(row["published"], decimals), _reproduced_text(row, decimals),
+            _fmt(row["delta"], decimals, signed=True), row["presets"], _params_text(row)]
+
+
+HEADERS = ["row", "column", "published", "reproduced", "delta", "preset", "params"]
+
+
+def _legend(metric: str, unit: str) -> str:
+    return (f"{metric}" + (f" in {unit}" if unit else "") + "; reproduced = mean +- std over seeds (n); "
+            "delta = reproduced - published; params = paper vs ours")
+
+
+def _print(out, title, metric, unit, notes, decimals, console):
+    tab = Table(title=title, caption="\n".join([_legend(metric, unit), *notes]), caption_justify="left")
+    for h in HEADERS:
+        tab.add_column(h, justify="left" if h in ("row", "column", "preset") else "right")
+    for row in out:
+        tab.add_row(*_cells(row, decimals), style="dim" if row["status"] == "not run" else None)
+    (console or Console()).print(tab)
+
+
+def _write(out, out_dir: Path, table, title, metric, unit, notes, decimals):
+    """<table>.md (readable, with title and notes) and <table>.csv (raw numbers, ``FIELDS``), both atomic."""
+    lines = [f"# {title}", "", _legend(metric, unit), "",
+             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r, decimals)) + " |" for r in out]
+    lines += [""] + [f"- {n}" for n in notes]
+    atomic_write_text(out_dir / f"{table}.md", "\n".join(lines).rstrip() + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r[k] is None else r[k]) for k in FIELDS} for r in out)
+    atomic_write_text(out_dir / f"{table}.csv", buf.getvalue())
+
+
+def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "results/tables", metric: str = "test/acc",
+                *, rows: Sequence[str] = (), columns: Sequence[str] = (), preset: str | None = None) -> Path:
+    """PNG of ``metric`` per epoch as in the papers' figures: one panel per column (eta0), one line per row (cell),
+    each line the mean over seeds at every epoch some seed reached (early stopping ends seeds at different
+    epochs). Written atomically to out_dir/<table>.<metric>.png; returns its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global backend state to change
+    from matplotlib.figure import Figure
+
+    recs = [r for r in _select(table, records, preset) if metric in (r.get("curve") or {})]
+    pairs = _pairs(rows, columns, recs)
+    cols = [c for c in dict.fromkeys(c for _, c in pairs) if any(r["column"] == c for r in recs)] or ["(no curves)"]
+    ncol = min(len(cols), 4)
+    nrow = math.ceil(len(cols) / ncol)
+    fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax, col in zip(axes, cols):
+        for row in dict.fromkeys(r for r, c in pairs if c == col):
+            by_epoch: dict[float, list[float]] = {}
+            group = [r for r in recs if (r["row"], r["column"]) == (row, col)]
+            for rec in group:
+                curve = rec["curve"]
+                epochs = curve.get("epoch") or list(range(1, len(curve[metric]) + 1))
+                for e, v in zip(epochs, curve[metric]):
+                    if v is not None:
+                        by_epoch.setdefault(e, []).append(v)
+            if by_epoch:
+                xs = sorted(by_epoch)
+                ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], label=f"{row} (n={len(group)})")
+        ax.set_title(col)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    for ax in axes[len(cols):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{table}: {metric} per epoch" + (f" (preset {preset})" if preset else ""))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return atomic_write_bytes(Path(out_dir) / f"{table}.{re.sub(r'[^A-Za-z0-9_-]', '-', metric)}.png", buf.getvalue())

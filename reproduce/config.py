@@ -1,0 +1,74 @@
+"""Compose a run's config with Hydra: ``conf/config.yaml`` + experiment + preset + the experiment's own preset changes
++ the user's overrides, in that order (last wins).
+
+An experiment file says what each preset changes for its table under ``presets.<preset>``; those keys are turned into
+Hydra overrides placed before the user's, so ``python reproduce/table2_simplified.py --preset quick
+trainer.max_epochs=2`` runs 2 epochs although ``quick`` says 6.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PRESETS = ("paper", "quick", "smoke")
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def _leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a nested dict; lists are leaves."""
+    if isinstance(node, dict) and node:
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    else:
+        yield prefix, node
+
+
+def _override(key: str, value) -> str:
+    return f"++{key}={json.dumps(value)}"  # JSON lists, numbers, strings and null are Hydra override values
+
+
+def _explain(err: Exception, overrides: list[str], base: DictConfig | None) -> str:
+    """Hydra's message, plus the valid keys at the level of an unknown key (with a close match)."""
+    msg = str(err)
+    if base is None:
+        return msg
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and leaf not in node:
+            valid = sorted(str(k) for k in node.keys())
+            close = difflib.get_close_matches(leaf, valid, n=1)
+            msg += (f"\nunknown config key {key!r}" + (f" (did you mean {parent + '.' if parent else ''}{close[0]}?)"
+                                                       if close else "")
+                    + f"; valid keys under {parent or 'the root'}: {', '.join(valid)}")
+    return msg
+
+
+def compose(experiment: str | None = None, preset: str = "quick", overrides: list[str] = ()) -> DictConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if experiment is not None and experiment not in experiments():
+        raise ValueError(f"unknown experiment {experiment!r}; valid: {', '.join(experiments())}")
+    head = ([f"experiment={experiment}"] if experiment else []) + [f"preset={preset}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        base = hydra_compose("config", overrides=head)
+        node = base.presets.get(preset)
+        changes = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+        extra = [_override(k, v) for k, v in _leaves(changes)]
+        try:
+            cfg = hydra_compose("config", overrides=head + extra + list(overrides))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise ValueError(_explain(e, list(overrides), base)) from None
+    return cfg

@@ -1,0 +1,115 @@
+"""Every reproduction script end to end on real data (``--preset smoke``), ``--collect``, resuming, parameter tables."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import config, results, runner
+from reproduce.train import run
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINED = config.experiments()  # the tables that train (the parameter tables have no experiment file)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Results, runs and W&B files in tmp_path; no torch.compile (auto then picks the fused kernel or eager: seconds,
+    not a compile per smoke run)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEZOO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("GATEZOO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("GATEZOO_COMPILE", "0")
+    if "GATEZOO_DATA" not in os.environ:
+        monkeypatch.setenv("GATEZOO_DATA", str(REPO.parent / "shared" / "data"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_table_script_runs_end_to_end_with_smoke(name, workdir):
+    out = runner.main(name, ["--preset", "smoke"])
+    ran = [r for r in out if r["status"] == "ok"]
+    cfg = config.compose(name, "smoke")
+    assert len(ran) == len(runner.grid_points(cfg)) >= 1
+    for r in ran:
+        assert r["n"] == 1 and 0.0 <= r["mean"] <= 1.0 and r["presets"] == "smoke"
+        assert r["params_match"] in (True, None)
+    assert any(r["status"] == "not run" for r in out)  # the rest of the paper's grid is shown, and says so
+    assert all(r["mean"] is None for r in out if r["status"] == "not run")  # nothing flows from the paper
+    records = results.load_records(workdir / "results", table=name)
+    assert len(records) == len(ran)
+    rec = records[0]
+    assert rec["git"] and rec["wall_s"] > 0 and rec["provenance"] and rec["preset"] == "smoke"
+    assert rec["curve"]["epoch"] == [1] and "test/acc" in rec["curve"]
+    tables = workdir / "results" / "tables"
+    assert (tables / f"{name}.md").read_text().count("not run") >= 1
+    assert (tables / f"{name}.csv").is_file() and (tables / f"{name}.test-acc.png").stat().st_size > 1000
+    if name == "table7_slim":
+        assert any("GloVe 50d" in line for line in (tables / f"{name}.md").read_text().splitlines())
+
+
+def test_collect_rebuilds_the_table_without_training(workdir, monkeypatch):
+    first = runner.main("table2_simplified", ["--preset", "smoke", "--seeds", "2"])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--collect must not train")
+
+    monkeypatch.setattr(runner, "train_grid", no_training)
+    again = runner.main("table2_simplified", ["--preset", "smoke", "--collect"])
+    assert again == first
+    ok = [r for r in again if r["status"] == "ok"]
+    assert ok and all(r["n"] == 2 and r["std"] is not None for r in ok)  # mean +- std over the two seeds
+
+
+def test_a_finished_point_is_not_rerun_and_force_reruns_it(workdir, capsys):
+    runner.main("table2_simplified", ["--preset", "smoke", "--cells", "lstm"])
+    first = results.load_records(workdir / "results", table="table2_simplified")
+    runner.main("table2_simplified", ["--preset", "smoke", "--cells", "lstm"])
+    assert "done already" in capsys.readouterr().out
+    assert len(results.load_records(workdir / "results", table="table2_simplified")) == len(first) == 1
+    runner.main("table2_simplified", ["--preset", "smoke", "--cells", "lstm", "--force"])
+    assert len(results.load_records(workdir / "results", table="table2_simplified")) == 2
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(workdir):
+    cfg = config.compose("table2_simplified", "smoke", ["cell.name=lstm1", "optim.eta0=0.001"])
+    run_dir = workdir / "runs" / "one"
+    first = run(cfg, run_dir)  # "interrupted" after one epoch: last.ckpt is there
+    cfg.trainer.max_epochs = 2
+    second = run(cfg, run_dir)
+    assert first["curve"]["epoch"] == [1] and second["curve"]["epoch"] == [1, 2]  # the first epoch was not redone
+    assert second["curve"]["test/acc"][0] == first["curve"]["test/acc"][0]
+
+
+@pytest.mark.parametrize("name", ["table1_slim", "table2_slim"])
+def test_parameter_tables_print_the_papers_counts(name, workdir):
+    out = runner.params_table(name, [])
+    assert len(out) == 3 and all(r["params_match"] and r["delta"] == 0 for r in out)
+
+
+@pytest.mark.parametrize("name", ["table1_simplified", "table2_simplified", "table3_simplified"])
+def test_simplified_tables_print_the_params_column_exactly(name, workdir):
+    out = runner.main(name, ["--preset", "smoke", "--collect"])
+    assert {r["row"] for r in out} == {"lstm", "lstm1", "lstm2", "lstm3"}
+    assert all(r["params_match"] is True for r in out)
+
+
+def test_scripts_run_as_files_and_unknown_input_lists_the_valid_choices(workdir):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, str(REPO / "reproduce" / "table1_slim.py")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "53200" in res.stdout and "13300" in res.stdout and "3400" in res.stdout
+    with pytest.raises(ValueError, match="valid keys under cell"):
+        runner.main("table2_simplified", ["--preset", "smoke", "cell.hiden_size=3"])
+    with pytest.raises(ValueError, match="gru not in this table"):
+        runner.main("table2_simplified", ["--preset", "smoke", "--cells", "gru"])
+    with pytest.raises(ValueError, match="Valid tasks"):
+        runner.main("table2_simplified", ["--preset", "smoke", "task.name=mnist"])
+    with pytest.raises(ValueError, match="Valid cells|valid"):
+        runner.main("table2_simplified", ["--preset", "smoke", "grid.rows.values=[lstmx]"])
+    assert json.loads(json.dumps(config.PRESETS))  # the preset names are plain strings (argparse choices)
