@@ -70,7 +70,9 @@ def compiled(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: 
         # one graph per (cell class, shapes, train/eval): far more than dynamo's default of 8 in a zoo of 26 cells
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
         torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
-        _compiled_chunk = torch.compile(_chunk, dynamic=False)
+        # dynamic=None: the first batch size is compiled static; a second one (an epoch's short last batch, a
+        # different eval batch) recompiles once with a symbolic batch size instead of once per size
+        _compiled_chunk = torch.compile(_chunk, dynamic=None)
     B, T, _ = x.shape
     K = min(CHUNK, T)
     pad = (-T) % K  # pad T to a multiple of K with invalid steps, so every chunk has the one compiled shape

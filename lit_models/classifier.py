@@ -57,15 +57,16 @@ class SequenceClassifier(L.LightningModule):
         x, y = batch
         loss, correct = self.loss_and_correct(self(x), y)
         split = self.eval_splits[dataloader_idx]
-        self.log(f"{split}/loss", loss, batch_size=len(y), add_dataloader_idx=False)
+        # sync_dist: under DDP each process sees a shard; the logged accuracy is over the whole split
+        self.log(f"{split}/loss", loss, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
         self.log(f"{split}/acc", correct.float() / len(y), batch_size=len(y), prog_bar=True,
-                 add_dataloader_idx=False)
+                 add_dataloader_idx=False, sync_dist=True)
 
     def test_step(self, batch, batch_idx: int):
         x, y = batch
         loss, correct = self.loss_and_correct(self(x), y)
-        self.log("test/loss", loss, batch_size=len(y))
-        self.log("test/acc", correct.float() / len(y), batch_size=len(y))
+        self.log("test/loss", loss, batch_size=len(y), sync_dist=True)
+        self.log("test/acc", correct.float() / len(y), batch_size=len(y), sync_dist=True)
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
