@@ -39,7 +39,7 @@ def test_every_experiment_composes_and_changes_the_config(name, preset):
 def test_preset_changes_apply_and_the_command_line_wins():
     paper, quick = config.compose("table2_simplified", "paper"), config.compose("table2_simplified", "quick")
     assert paper.trainer.max_epochs == 200 and paper.early_stopping.patience == 50  # the authors' code
-    assert quick.trainer.max_epochs < 200 and list(quick.grid.columns["values"]) == [1e-3]
+    assert quick.trainer.max_epochs == 10 and list(quick.grid.columns["values"]) == [1e-2, 1e-3]
     mine = config.compose("table2_simplified", "quick", ["trainer.max_epochs=2", "grid.columns.values=[0.01]"])
     assert mine.trainer.max_epochs == 2 and list(mine.grid.columns["values"]) == [0.01]
     smoke = config.compose("table3_simplified", "smoke")
@@ -176,6 +176,7 @@ def test_curves_record_every_epoch_and_the_best_is_chosen_by_the_monitor(tmp_pat
     assert restored.rows == curves.rows
 
 
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")  # that is how the step is skipped
 def test_non_finite_loss_stops_without_a_step(tmp_path):
     class Bad(SequenceClassifier):
         def forward(self, x):
