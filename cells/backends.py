@@ -32,8 +32,10 @@ def _keep(valid_t: Tensor | None, new: tuple, old: tuple) -> tuple:
 def eager(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: Tensor, R: dict, gates: bool = False):
     a = F.linear(x, W, b)  # (B, T, k): the input part of every step in one matrix product
     outs, gate_seq = [], []
-    for t in range(x.shape[1]):
-        new, g = cell.step(a[:, t], state, R)
+    # unbind, not a[:, t]: the backward of T slices would build T zero tensors of a's full size (O(T^2) memory
+    # traffic: 100x nn.LSTM at T=784); unbind's backward stacks the T step gradients once
+    for t, a_t in enumerate(a.unbind(1)):
+        new, g = cell.step(a_t, state, R)
         state = _keep(None if valid is None else valid[:, t, None], new, state)
         outs.append(state[0])
         if gates:
@@ -47,8 +49,8 @@ def eager(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: Ten
 def _chunk(cell, a: Tensor, state: tuple, valid: Tensor, R: dict):
     """CHUNK steps of the loop; compiled once per (cell class, shapes) and reused for every chunk."""
     outs = []
-    for t in range(a.shape[1]):
-        new, _ = cell.step(a[:, t], state, R)
+    for t, a_t in enumerate(a.unbind(1)):
+        new, _ = cell.step(a_t, state, R)
         state = _keep(valid[:, t, None], new, state)
         outs.append(state[0])
     return torch.stack(outs, 1), state
@@ -83,8 +85,8 @@ def compiled(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: 
         a = F.pad(a, (0, 0, 0, pad))
         valid = F.pad(valid, (0, pad), value=False)
     outs = []
-    for s in range(0, T + pad, K):
-        out, state = _compiled_chunk(cell, a[:, s:s + K], state, valid[:, s:s + K], R)
+    for a_k, valid_k in zip(a.split(K, 1), valid.split(K, 1)):  # split, not slices: one backward concatenation
+        out, state = _compiled_chunk(cell, a_k, state, valid_k, R)
         outs.append(out)
     return torch.cat(outs, 1)[:, :T], state, None
 
