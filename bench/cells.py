@@ -73,10 +73,11 @@ def step_time(layer: nn.Module, x: torch.Tensor, sync) -> float:
     return dt
 
 
-def measure(layer, backend: str, m: int, shape, repeats: int, device, sync):
+def measure(layer, backend: str, m: int, shape, repeats: int, device, sync, train: bool = True):
     """(first call s, N cell times, N paired nn.LSTM(m, n) times), interleaved with the order flipped every repeat."""
     T, B, _, n = shape
     ref = nn.LSTM(m, n, batch_first=True).to(device)
+    layer.train(train), ref.train(train)
     x = torch.randn(B, T, m, device=device)
     if backend == "compiled":
         torch._dynamo.reset()  # a cold compile for every (cell, shape); also keeps clear of the recompile limit
@@ -132,6 +133,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--out", default="bench/results.md", help="Markdown copy of the table ('' for none)")
     ap.add_argument("--quick", action="store_true", help=f"smoke check: shape {QUICK_SHAPES[0]}, cells {QUICK_CELLS}")
+    ap.add_argument("--eval", action="store_true",
+                    help="layers in eval mode (g2_lstm without its training noise; still fwd+bwd)")
     ap.add_argument("--cache", action="store_true", help="use inductor's usual on-disk cache (warm compile times)")
     args = ap.parse_args(argv)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
@@ -153,7 +156,8 @@ def main(argv=None) -> None:
     cpu = f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
     header = (f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}, "
               f"{torch.get_num_threads()} threads, {datetime.datetime.now():%Y-%m-%d %H:%M}, float32, fwd+bwd "
-              f"median of {repeats}, compiled chunk {backends.CHUNK} steps, {'warm' if args.cache else 'cold'} compile")
+              f"median of {repeats}, compiled chunk {backends.CHUNK} steps, {'warm' if args.cache else 'cold'} compile, "
+              f"{'eval' if args.eval else 'train'} mode")
     console = Console(width=max(Console().width, 160))
     console.print(header)
 
@@ -172,7 +176,7 @@ def main(argv=None) -> None:
             r = results.setdefault((shape, name), dict(m=shape[2], ref=[], abs={}, err=set(), noisy=set()))
             try:
                 layer, r["m"] = build(name, shape[2], shape[3], backend, device)
-                first, t_cell, t_ref = measure(layer, backend, r["m"], shape, repeats, device, sync)
+                first, t_cell, t_ref = measure(layer, backend, r["m"], shape, repeats, device, sync, not args.eval)
             except Exception as e:  # noqa: BLE001  (one broken backend must not end an hours-long run)
                 r["err"].add(backend)
                 progress.console.print(f"[red]{name} {backend} at {shape} failed:[/] {type(e).__name__}: {e}"[:400])

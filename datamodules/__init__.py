@@ -1,7 +1,7 @@
 """gatezoo's tasks: one LightningDataModule per dataset, built by name.
 
     import datamodules
-    datamodules.names()                                        # ['imdb', 'news20', 'pixel_mnist', 'row_mnist']
+    datamodules.names()                                        # ['imdb', 'news20', 'pixel_mnist', 'ptb', 'row_mnist']
     dm = datamodules.build("row_mnist", batch_size=32, protocol="paper")
     dm.prepare_data(); dm.setup("fit")                         # fetch + verify + process (cached), then load
     dm.input_size, dm.seq_len, dm.num_classes, dm.provenance   # what the model builder needs
@@ -9,6 +9,11 @@
 Every task takes ``data_dir, batch_size, num_workers, seed, protocol ("holdout" | "paper"), val_size, limit_train,
 limit_test`` (see ``base.py``) plus its own options; batches are ``(x, y)``. Data files: ``files.py``.
 DataModules never import ``cells`` or ``lit_models``.
+
+``ptb`` (``ptb.py``, word-level Penn Treebank language modelling as awd-lstm-lm batches it) is not a classification
+task: it takes ``data_dir, num_workers, seed, protocol`` plus ``batch_size, eval_batch_size, test_batch_size, bptt,
+variable_bptt, limit_train, limit_eval``; its batches are ``(x, y)`` int64 (B, L) windows of one token stream, y = x
+one step on, in order (the model carries its state across windows); it sets ``vocab_size`` rather than ``input_size``.
 """
 from __future__ import annotations
 
@@ -21,16 +26,18 @@ from .files import SOURCES, ChecksumError, DataError, MissingDataError, cached, 
 from .imdb import IMDB
 from .mnist import MNIST
 from .news20 import News20
+from .ptb import PTB
 
 TASKS = {
     "pixel_mnist": functools.partial(MNIST, layout="pixel"),
     "row_mnist": functools.partial(MNIST, layout="row"),
     "imdb": IMDB,
     "news20": News20,
+    "ptb": PTB,
 }
 
-__all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "TaskDataModule", "PROTOCOLS", "SOURCES",
-           "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
+__all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "PTB", "TaskDataModule", "PROTOCOLS",
+           "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
 
 
 def names() -> list[str]:
@@ -53,7 +60,7 @@ def options(task: str) -> dict:
     return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k not in fixed}
 
 
-def build(task: str, **kwargs) -> TaskDataModule:
+def build(task: str, **kwargs) -> TaskDataModule | PTB:
     """The DataModule of ``task``; an unknown task or keyword argument lists the valid ones."""
     factory, valid = _factory(task), options(task)
     unknown = sorted(set(kwargs) - set(valid))

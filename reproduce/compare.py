@@ -26,6 +26,9 @@ FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std"
           "status", "params_published", "params", "params_match"]
 
 
+LOW_PRECISION = ("ppl", "bleu")  # metrics printed with 2 decimals, as the papers do
+
+
 def _is_acc(metric: str) -> bool:
     return "acc" in metric
 
@@ -76,7 +79,8 @@ def _reproduced_text(row: dict, decimals: int) -> str:
 def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], float], records: Sequence[dict],
             rows: Sequence[str], columns: Sequence[str], preset: str | None = None, metric: str = "test/acc_best",
             units: str = "fraction", params: Mapping | None = None, notes: Sequence[str] = (),
-            out_dir: str | Path | None = "results/tables", console: Console | None = None) -> list[dict]:
+            literature: Sequence[str] = (), out_dir: str | Path | None = "results/tables",
+            console: Console | None = None) -> list[dict]:
     """Print and write the comparison of one table; return one dict per line (keys: ``FIELDS``).
 
     published: {(row, column, metric): value} with accuracies as fractions (``published_values`` default);
@@ -85,6 +89,7 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
         presets' when ``preset`` is given (else every preset counts and each line lists the ones it used).
     units:     'fraction' or 'percent': the unit both sides are shown in (accuracy metrics only).
     params:    computed counts by row or by (row, column), used where no record carries ``params``.
+    literature: rows that are other papers' numbers as this paper printed them: shown, never "not run".
     out_dir:   where <table>.md and <table>.csv go (atomically); None writes nothing.
     Mean and std are over seeds (sample std, n - 1); delta = reproduced mean - published.
     """
@@ -92,7 +97,7 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
         raise ValueError(f"units must be 'fraction' or 'percent', got {units!r}")
     acc = _is_acc(metric)
     scale = 100.0 if acc and units == "percent" else 1.0
-    decimals = 0 if metric == "params" else 2 if scale == 100.0 else 4
+    decimals = 0 if metric == "params" else 2 if scale == 100.0 or metric in LOW_PRECISION else 4
     recs = _select(table, records, preset)
     out = []
     for row, col in _pairs(rows, columns, recs):
@@ -121,7 +126,8 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
             "delta": mean - pub if mean is not None and pub is not None else None,
             "seeds": " ".join(str(s) for s in sorted({r.get("seed") for r in group}, key=str)),
             "presets": " ".join(sorted({str(r.get("preset")) for r in group})),
-            "status": "ok" if vals else ("not run" if not group else f"no {metric}"),
+            "status": "ok" if vals else ("literature" if row in literature and not group else
+                                         "not run" if not group else f"no {metric}"),
             "params_published": pub_params,
             "params": rep_params[0] if len(rep_params) == 1 else (" ".join(map(str, rep_params)) or None),
             "params_match": pub_params == rep_params[0] if pub_params is not None and len(rep_params) == 1 else None,
@@ -151,7 +157,7 @@ def _print(out, title, metric, unit, notes, decimals, console):
     for h in HEADERS:
         tab.add_column(h, justify="left" if h in ("row", "column", "preset") else "right")
     for row in out:
-        tab.add_row(*_cells(row, decimals), style="dim" if row["status"] == "not run" else None)
+        tab.add_row(*_cells(row, decimals), style="dim" if row["status"] in ("not run", "literature") else None)
     (console or Console()).print(tab)
 
 

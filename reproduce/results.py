@@ -230,6 +230,12 @@ def published_values(paper: str, table: str, *, units: str = "fraction") -> dict
             for e in tab.get("entries") or []}
 
 
+def literature_rows(paper: str, table: str) -> list[str]:
+    """Rows of a published table marked ``literature: true``: other papers' numbers as this paper printed them."""
+    entries = published_table(paper, table).get("entries") or []
+    return list(dict.fromkeys(e["row"] for e in entries if e.get("literature")))
+
+
 def published_grid(paper: str, table: str) -> tuple[list[str], list[str]]:
     """(rows, result columns) of a published table in the paper's order; the 'params' column left out."""
     entries = published_table(paper, table).get("entries") or []

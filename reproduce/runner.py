@@ -17,6 +17,7 @@ import argparse
 import itertools
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -26,19 +27,20 @@ from rich.console import Console
 import cells
 from reproduce import compare, config, results
 
-console = Console()
+console = Console(width=max(Console().width, 120))  # tables stay readable in logs (no terminal: 80)
 
 
 def label(axis, value) -> str:
     """A grid value's row/column name: a cell's own name, else ``<label>=<value>`` (``eta0=1e-3``, ``n=100``)."""
-    if axis.key == "cell.name":
+    if axis.key == "cell.name" or axis.get("label") == "":  # label "": the value is the name (round, 5M)
         return str(value)
     return results.column_name(**{axis.get("label") or axis.key.rsplit(".", 1)[-1]: value})
 
 
 def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
-    """(row, column, {config key: value}) of every point of the table's grid, rows first."""
-    rows, cols = cfg.grid.rows, cfg.grid.columns
+    """(row, column, {config key: value}) of every point of the table's grid, rows first. A table without a column
+    axis (``grid.columns: null``: one run per row fills several columns, see ``expand``) has the one column "run"."""
+    rows, cols = cfg.grid.rows, cfg.grid.get("columns")
     values = list(rows["values"])
     if only_rows:
         if rows.key != "cell.name":
@@ -48,18 +50,46 @@ def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
             raise ValueError(f"--cells: {', '.join(unknown)} not in this table's rows for this preset: "
                              f"{', '.join(map(str, values))} (override grid.rows.values to add cells)")
         values = [v for v in values if v in only_rows]
-    return [(label(rows, r), label(cols, c), {rows.key: r, cols.key: c}) for r, c in itertools.product(values,
-                                                                                                       cols["values"])]
+    if cols is None:
+        return [(label(rows, r), "run", {rows.key: r}) for r in values]
+    # a column value is a scalar for cols.key, or {name: ..., <config key>: value, ...} setting several keys
+    columns = [(c["name"], {k: v for k, v in c.items() if k != "name"}) if isinstance(c, Mapping) else
+               (label(cols, c), {cols.key: c}) for c in cols["values"]]
+    if cols.get("only"):  # a preset's subset of the columns, by name (e.g. quick: only [5M])
+        columns = [c for c in columns if c[0] in cols.only]
+    return [(label(rows, r), name, {rows.key: r, **keys}) for r, (name, keys) in itertools.product(values, columns)]
+
+
+def expand(records, spec, metric: str) -> list[dict]:
+    """One run fills several cells of a published table (``table.expand`` in the experiment file): each entry
+    ``{row: "{row} + cache", column: test, metric: test/ppl_cache}`` makes, from every record, a record of that row
+    and column whose ``metrics[metric]`` (the table's metric) is the run's ``metrics[<entry's metric>]``; ``{row}``
+    and ``{column}`` stand for the run's own row and column (``{column}-tst`` -> ``5M-tst``)."""
+    return [{**rec, "row": e["row"].format(row=rec["row"]), "column": e["column"].format(column=rec["column"]),
+             "metrics": {metric: rec["metrics"].get(e["metric"])}} for rec in records for e in spec]
+
+
+def summary(cfg, record) -> str:
+    """The line printed after a run: the table's metrics of this record."""
+    m, spec = record["metrics"], cfg.table.get("expand")
+    if spec:
+        shown = ", ".join(f"{e['row'].format(row='').strip() or 'final'} {e['column'].format(column=record['column'])} "
+                          f"{m.get(e['metric']):.2f}"
+                          for e in spec if isinstance(m.get(e["metric"]), (int, float)))
+        return f"{shown} (epochs {m.get('epochs')})"
+    return f"test acc {m['test/acc_best']:.4f} (epoch {m['best_epoch']} of {m['epochs']})"
 
 
 def cell_input_size(cfg) -> int:
     """The recurrent layer's input size, from the config alone (no data needed)."""
-    front = cfg.task.net.front
+    front = cfg.task.net.get("front", "none")
     return cfg.task.input_size if front == "none" else cfg.task.net.embed_dim if front == "embedding" else 128
 
 
 def row_params(cfg, rows) -> dict[str, int]:
     """The paper's parameter count of the recurrent layer for every row (a bidirectional layer counts twice)."""
+    if cfg.table.get("expand"):  # rows are (cell, variant) and the sizes are the task's: records carry params
+        return {}
     out, c, m, key = {}, cfg.cell, cell_input_size(cfg), cfg.grid.rows.key
     for row in rows:
         name, n = c.name, c.hidden_size
@@ -119,7 +149,9 @@ def main(name: str, argv=None) -> list[dict]:
         for row, _, _ in points:
             cells.get(row)  # an unknown cell fails now, with the valid names, not after the data is prepared
     root = Path(cfg.paths.results)
-    if not args.collect:
+    if not args.collect and cfg.table.get("source"):
+        derive_grid(cfg, name, points, args.seeds, root, force=args.force)
+    elif not args.collect:
         train_grid(cfg, name, points, args.seeds, root, force=args.force)
     if args.wandb_project:
         records = results.load_wandb(args.wandb_project, name, preset=preset, entity=cfg.logger.entity)
@@ -151,13 +183,52 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
         path = results.write_record(record, root)
         if cfg.logger.name == "wandb":
             results.log_record_wandb(record)
-        m = record["metrics"]
-        console.print(f"{tag}: test acc {m['test/acc_best']:.4f} (epoch {m['best_epoch']} of {m['epochs']}), "
-                      f"{record['wall_s']:.0f} s -> {path}")
+        console.print(f"{tag}: {summary(cfg, record)}, {record['wall_s']:.0f} s -> {path}")
+
+
+def derive_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> None:
+    """A table made from another table's trained models (``table.source``), e.g. G2 Table 3: each grid point takes
+    the source run of its row and seed, transforms a copy of its model (``compress.<column>``) and evaluates it."""
+    from reproduce.train_lm import evaluate_compressed  # the language-model tables; translation adds its own
+
+    source = cfg.table.source
+    runs = {(r["row"], r["seed"]): r for r in sorted(results.load_records(root, table=source, preset=cfg.preset),
+                                                      key=lambda r: str(r.get("created", "")))}
+    done = {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=cfg.preset)}
+    jobs = [(p, cfg.seed + s) for s in range(seeds) for p in points]
+    missing = sorted({(row, seed) for (row, _, _), seed in jobs if (row, seed) not in runs})
+    if missing:
+        raise SystemExit(f"{name} compresses the models of {source}, and {source} has no run for "
+                         + ", ".join(f"{row} seed {seed}" for row, seed in missing) + f" under preset {cfg.preset}. "
+                         f"Train them first: python reproduce/{source}.py --preset {cfg.preset}"
+                         + (f" --seeds {seeds}" if seeds > 1 else ""))
+    for i, ((row, col, values), seed) in enumerate(jobs, 1):
+        tag = f"[{i}/{len(jobs)}] {name} {row} {col} seed {seed}"
+        if (row, col, seed) in done and not force:
+            console.print(f"{tag}: done already (a record exists; --force reruns it)")
+            continue
+        src = runs[(row, seed)]
+        spec = cfg.compress.get(col)
+        metrics, report_ = evaluate_compressed(src, None if spec is None else OmegaConf.to_container(spec),
+                                               cfg.table.evaluate)
+        record = {"table": name, "paper": cfg.table.paper, "row": row, "column": col, "grid": dict(values),
+                  "seed": seed, "preset": cfg.preset, "protocol": cfg.protocol,
+                  "metrics": {cfg.table.metric: metrics[cfg.table.evaluate], **metrics}, "compression": report_,
+                  "params": src.get("params"), "wall_s": metrics.pop("wall_s", None), "git": src.get("git"),
+                  "provenance": src.get("provenance", ""), "source_run": src.get("run_dir"),
+                  "notes": "; ".join(cfg.table.notes or []), "config": OmegaConf.to_container(cfg, resolve=True)}
+        path = results.write_record(record, root)
+        ratio = f", gates compressed {report_['ratio']:.1f}x" if report_ else ""
+        console.print(f"{tag}: {cfg.table.evaluate} {metrics[cfg.table.evaluate]:.2f}{ratio} -> {path}")
 
 
 def report(cfg, name: str, points, records, preset: str) -> list[dict]:
     t = cfg.table
+    spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
+    runs = records  # one per trained grid point: the curves
+    if spec:  # the grid's rows are cells; the table's rows and columns are the expanded ones
+        records = expand(records, spec, t.metric)
+        points = [(e["row"].format(row=r), e["column"].format(column=c), v) for r, c, v in points for e in spec]
     rows = list(dict.fromkeys(p[0] for p in points))
     columns = list(dict.fromkeys(p[1] for p in points))
     published = results.published_values(t.paper, t.published)
@@ -165,15 +236,19 @@ def report(cfg, name: str, points, records, preset: str) -> list[dict]:
     # the paper's grid in its order ("not run" where this preset skipped it), then what the paper lacks
     rows = prow + [r for r in rows if r not in prow]
     columns = pcol + [c for c in columns if c not in pcol]
-    notes = [f"preset {preset}: " + ("best test accuracy over epochs (the authors' protocol)" if cfg.protocol ==
-                                     "paper" else "test accuracy at the epoch of best validation accuracy")]
-    notes += list(t.notes or []) + sorted({r.get("provenance") for r in records if r.get("provenance")})
+    protocol = t.get("protocol_note") or ("best test accuracy over epochs (the authors' protocol)"
+                                          if cfg.protocol == "paper" else
+                                          "test accuracy at the epoch of best validation accuracy")
+    notes = [f"preset {preset}: {protocol}"] + list(t.notes or [])
+    notes += sorted({r.get("provenance") for r in records if r.get("provenance")})
     out_dir = Path(cfg.paths.results) / "tables"
     out = compare.compare(name, paper=t.paper, published=published, records=records, rows=rows, columns=columns,
                           preset=preset, metric=t.metric, notes=notes, out_dir=out_dir, console=console,
-                          params=row_params(cfg, rows))
-    if any(r.get("curve") for r in records):
-        png = compare.plot_curves(name, records, out_dir, metric="test/acc", rows=rows, columns=columns,
-                                  preset=preset)
+                          params=row_params(cfg, rows), literature=results.literature_rows(t.paper, t.published))
+    if any(r.get("curve") for r in runs):
+        grid_rows = list(dict.fromkeys(r for r, _, _ in grid_points(cfg)))
+        grid_cols = list(dict.fromkeys(c for _, c, _ in grid_points(cfg)))
+        png = compare.plot_curves(name, runs, out_dir, metric=t.get("curve", "test/acc"), preset=preset,
+                                  rows=grid_rows if spec else rows, columns=grid_cols if spec else columns)
         console.print(f"curves: {png}")
     return out

@@ -1,6 +1,9 @@
-"""One training run of any cell on any classification task: config in, result record out.
+"""One training run of any cell on any task: config in, result record out.
 
     python -m reproduce.train task=imdb cell.name=gru cell.hidden_size=64 optim=adam trainer.max_epochs=3
+    python -m reproduce.train task=ptb optim=nt_asgd cell.name=g2_lstm trainer.max_epochs=3 trainer.gradient_clip_val=0.25
+
+Language modelling (``task.kind: language_model``) runs through ``reproduce/train_lm.py``; the rest is below.
 
 Flow (DESIGN.md): DataModule of ``task.name`` -> ``cells.build`` -> ``RNNClassifier`` in ``SequenceClassifier`` ->
 ``lightning.Trainer`` (W&B offline by default, DDP when ``trainer=ddp``) -> fit -> the record: the monitored best
@@ -100,6 +103,9 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str):
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     """Train one configuration in ``run_dir`` (resuming from its last.ckpt) and return its result record."""
+    if cfg.task.get("kind") == "language_model":  # PTB: its own LightningModule and phases (reproduce/train_lm.py)
+        from reproduce.train_lm import run as run_language_model
+        return run_language_model(cfg, run_dir, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
@@ -166,6 +172,11 @@ def main(argv=None) -> dict:
     record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
     path = results.write_record(record, cfg.paths.results)
     m = record["metrics"]
+    if "test/ppl" in m:
+        finals = {k: v for k, v in m.items() if k.startswith(("val/ppl", "test/ppl")) and v is not None}
+        print(f"{cfg.task.name} {cfg.cell.name}: " + ", ".join(f"{k} {v:.2f}" for k, v in finals.items())
+              + f"; {record['params']:,} parameters in the recurrent layers, {record['wall_s']:.0f} s -> {path}")
+        return record
     print(f"{cfg.task.name} {cfg.cell.name}: test acc {m['test/acc_best']:.4f} at epoch {m['best_epoch']} "
           f"(chosen by {'test' if cfg.protocol == 'paper' else 'validation'} accuracy), {record['params']:,} "
           f"parameters in the recurrent layer, {record['wall_s']:.0f} s -> {path}")

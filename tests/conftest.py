@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from datamodules import files
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import reference` under any --import-mode
 
 
@@ -25,3 +27,13 @@ def _processed_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GATEZOO_CACHE", os.environ.get("GATEZOO_TEST_CACHE") or str(tmp_path_factory.mktemp("processed")))
         yield
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    """The shared data directory (``$GATEZOO_DATA``, else ../shared/data); missing, the tests fail (never skip)."""
+    env = os.environ.get(files.ENV_DATA)
+    path = Path(env).expanduser().absolute() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (path / "MANIFEST.md").is_file():
+        pytest.fail(f"no shared data at {path}: set ${files.ENV_DATA} to the directory of shared/data/MANIFEST.md")
+    return path

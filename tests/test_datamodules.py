@@ -36,14 +36,6 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # ---- fixtures --------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def data() -> Path:
-    env = os.environ.get(files.ENV_DATA)
-    path = Path(env).expanduser().absolute() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (path / "MANIFEST.md").is_file():
-        pytest.fail(f"no shared data at {path}: set ${files.ENV_DATA} to the directory of shared/data/MANIFEST.md")
-    return path
-
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
@@ -480,7 +472,7 @@ def test_news20_six_subjects_and_glove_fallback(news20, data, home, monkeypatch)
 
 
 def test_registry():
-    assert D.names() == ["imdb", "news20", "pixel_mnist", "row_mnist"]
+    assert D.names() == ["imdb", "news20", "pixel_mnist", "ptb", "row_mnist"]
     dm = D.build("row_mnist", batch_size=8)
     assert isinstance(dm, D.MNIST) and (dm.seq_len, dm.input_size, dm.num_classes) == (28, 28, 10)
     assert D.build("imdb").vocab_size == 20000 and D.build("news20", labels="6").num_classes == 6
