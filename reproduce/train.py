@@ -18,6 +18,7 @@ import math
 import os
 import subprocess
 import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -166,8 +167,8 @@ def main(argv=None) -> dict:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides: task=imdb cell.name=gru optim=adam ...")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config.compose(None, args.preset, args.overrides)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{cfg.task.name}__{cfg.cell.name}__s{cfg.seed}__{stamp}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # + a random suffix: two runs started in the same second get two folders
+    name = f"{cfg.task.name}__{cfg.cell.name}__s{cfg.seed}__{stamp}__{uuid.uuid4().hex[:6]}"
     record = run(cfg, Path(cfg.paths.runs) / "single" / name, name=name)
     record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
     path = results.write_record(record, cfg.paths.results)

@@ -115,3 +115,19 @@ def test_scripts_run_as_files_and_unknown_input_lists_the_valid_choices(workdir)
     with pytest.raises(ValueError, match="Valid cells|valid"):
         runner.main("table2_simplified", ["--preset", "smoke", "grid.rows.values=[lstmx]"])
     assert json.loads(json.dumps(config.PRESETS))  # the preset names are plain strings (argparse choices)
+
+
+def test_single_runs_started_in_the_same_second_get_their_own_folders(workdir, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from reproduce import train
+
+    # both runs "start" in the same second (only train.py's view of the clock is changed)
+    monkeypatch.setattr(train, "time", SimpleNamespace(strftime=lambda fmt: "20260101-000000", time=time.time))
+    args = ["--preset", "smoke", "task=row_mnist", "cell.hidden_size=8", "+task.data.limit_train=64",
+            "+task.data.limit_test=32"]
+    first, second = train.main(args), train.main(args)
+    assert first["run_dir"] != second["run_dir"]
+    assert Path(first["run_dir"]).is_dir() and Path(second["run_dir"]).is_dir()
+    assert len(results.load_records(workdir / "results", table="single")) == 2
