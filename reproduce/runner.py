@@ -50,14 +50,17 @@ def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
             raise ValueError(f"--cells: {', '.join(unknown)} not in this table's rows for this preset: "
                              f"{', '.join(map(str, values))} (override grid.rows.values to add cells)")
         values = [v for v in values if v in only_rows]
+    # per-row settings (e.g. a learning rate that suits one cell): grid.rows.overrides.<row value>.<config key>
+    extra = {r: dict(rows.get("overrides", None) or {}).get(r) or {} for r in values}
     if cols is None:
-        return [(label(rows, r), "run", {rows.key: r}) for r in values]
+        return [(label(rows, r), "run", {rows.key: r, **extra[r]}) for r in values]
     # a column value is a scalar for cols.key, or {name: ..., <config key>: value, ...} setting several keys
     columns = [(c["name"], {k: v for k, v in c.items() if k != "name"}) if isinstance(c, Mapping) else
                (label(cols, c), {cols.key: c}) for c in cols["values"]]
     if cols.get("only"):  # a preset's subset of the columns, by name (e.g. quick: only [5M])
         columns = [c for c in columns if c[0] in cols.only]
-    return [(label(rows, r), name, {rows.key: r, **keys}) for r, (name, keys) in itertools.product(values, columns)]
+    return [(label(rows, r), name, {rows.key: r, **extra[r], **keys})
+            for r, (name, keys) in itertools.product(values, columns)]
 
 
 def expand(records, spec, metric: str) -> list[dict]:

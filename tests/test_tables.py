@@ -77,3 +77,10 @@ def test_published_literature_rows():
     assert "NAS Cell (Zoph & Le, 2016)" in lit and "lstm" not in lit
     assert results.literature_rows("simplified", "table2_simplified") == []
     assert compare.LOW_PRECISION == ("ppl", "bleu")
+
+
+def test_rows_can_carry_their_own_settings():
+    cfg = config.compose("table3_jozefowicz", "quick", ["+grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
+    points = {p[0]: p[2] for p in runner.grid_points(cfg)}
+    assert points["tanh_rnn"] == {"cell.name": "tanh_rnn", "optim.lr": 5.0, "task.net.param_budget": "5M"}
+    assert points["lstm"] == {"cell.name": "lstm", "task.net.param_budget": "5M"}
