@@ -17,6 +17,7 @@ import argparse
 import itertools
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -212,23 +213,24 @@ def derive_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> 
             continue
         src = runs[(row, seed)]
         spec = cfg.compress.get(col)
-        metrics, report_ = evaluate_compressed(src, None if spec is None else OmegaConf.to_container(spec),
-                                               cfg.table.evaluate)
+        t0 = time.time()
+        value, report_ = evaluate_compressed(src, None if spec is None else OmegaConf.to_container(spec),
+                                             cfg.table.evaluate)
         record = {"table": name, "paper": cfg.table.paper, "row": row, "column": col, "grid": dict(values),
                   "seed": seed, "preset": cfg.preset, "protocol": cfg.protocol,
-                  "metrics": {cfg.table.metric: metrics[cfg.table.evaluate], **metrics}, "compression": report_,
-                  "params": src.get("params"), "wall_s": metrics.pop("wall_s", None), "git": src.get("git"),
+                  "metrics": {cfg.table.metric: value, cfg.table.evaluate: value}, "compression": report_,
+                  "params": src.get("params"), "wall_s": round(time.time() - t0, 1), "git": src.get("git"),
                   "provenance": src.get("provenance", ""), "source_run": src.get("run_dir"),
                   "notes": "; ".join(cfg.table.notes or []), "config": OmegaConf.to_container(cfg, resolve=True)}
         path = results.write_record(record, root)
         ratio = f", gates compressed {report_['ratio']:.1f}x" if report_ else ""
-        console.print(f"{tag}: {cfg.table.evaluate} {metrics[cfg.table.evaluate]:.2f}{ratio} -> {path}")
+        console.print(f"{tag}: {cfg.table.evaluate} {value:.2f}{ratio} -> {path}")
 
 
 def report(cfg, name: str, points, records, preset: str) -> list[dict]:
     t = cfg.table
     spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
-    runs = records  # one per trained grid point: the curves
+    runs, grid = records, points  # one record per trained grid point: the curves, drawn on the grid's own axes
     if spec:  # the grid's rows are cells; the table's rows and columns are the expanded ones
         records = expand(records, spec, t.metric)
         points = [(e["row"].format(row=r), e["column"].format(column=c), v) for r, c, v in points for e in spec]
@@ -249,9 +251,9 @@ def report(cfg, name: str, points, records, preset: str) -> list[dict]:
                           preset=preset, metric=t.metric, notes=notes, out_dir=out_dir, console=console,
                           params=row_params(cfg, rows), literature=results.literature_rows(t.paper, t.published))
     if any(r.get("curve") for r in runs):
-        grid_rows = list(dict.fromkeys(r for r, _, _ in grid_points(cfg)))
-        grid_cols = list(dict.fromkeys(c for _, c, _ in grid_points(cfg)))
+        curve_rows = list(dict.fromkeys(r for r, _, _ in grid)) if spec else rows
+        curve_cols = list(dict.fromkeys(c for _, c, _ in grid)) if spec else columns
         png = compare.plot_curves(name, runs, out_dir, metric=t.get("curve", "test/acc"), preset=preset,
-                                  rows=grid_rows if spec else rows, columns=grid_cols if spec else columns)
+                                  rows=curve_rows, columns=curve_cols)
         console.print(f"curves: {png}")
     return out

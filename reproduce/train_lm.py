@@ -173,13 +173,12 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
             "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
-def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl_cache") -> tuple[dict, dict | None]:
+def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl_cache") -> tuple[float, dict | None]:
     """G2 Table 3: the final model of a finished run (its ``record``), the i and f gate parameters compressed by
     ``spec`` (``cells.compress_gates`` arguments; None: unchanged), evaluated again. ``metric`` is
     ``<valid|test>/ppl`` (batch ``test_batch_size``) or ``<valid|test>/ppl_cache`` (the cache pointer), as the
-    run computed it, so the "original" column reproduces the run's own number. Returns ({metric: value, wall_s},
-    the compression report or None)."""
-    t0 = time.time()
+    run computed it, so the "original" column reproduces the run's own number. Returns (the value, the compression
+    report or None)."""
     cfg = OmegaConf.create(record["config"])
     split, what = metric.split("/")
     split = {"val": "valid"}.get(split, split)
@@ -200,4 +199,4 @@ def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl
                                          lambdasm=c.lambdasm, bptt=c.bptt)
     else:
         value = evaluate_perplexity(net, dm.stream_loader(split, cfg.task.data.test_batch_size, cfg.task.data.bptt))
-    return {metric: value, "wall_s": round(time.time() - t0, 1)}, report
+    return value, report

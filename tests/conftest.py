@@ -37,3 +37,15 @@ def data() -> Path:
     if not (path / "MANIFEST.md").is_file():
         pytest.fail(f"no shared data at {path}: set ${files.ENV_DATA} to the directory of shared/data/MANIFEST.md")
     return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A run's results, checkpoints and W&B files in tmp_path (the current directory there too); the data from
+    ``$GATEZOO_DATA``, else ../shared/data."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEZOO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("GATEZOO_RUNS", str(tmp_path / "runs"))
+    if "GATEZOO_DATA" not in os.environ:
+        monkeypatch.setenv("GATEZOO_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return tmp_path

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -18,9 +16,6 @@ from lit_models.callbacks import Curves
 from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, activation_regularization,
                                        cache_pointer_perplexity, evaluate_perplexity, load_model, repackage)
 from lit_models.nt_asgd import NTASGD, nonmonotonic
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(autouse=True)
 def _no_compile(monkeypatch):
@@ -306,16 +301,6 @@ def test_the_cache_helps_on_a_stream_that_repeats_itself():
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GATEZOO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("GATEZOO_RUNS", str(tmp_path / "runs"))
-    if "GATEZOO_DATA" not in os.environ:
-        monkeypatch.setenv("GATEZOO_DATA", str(REPO.parent / "shared" / "data"))
-    return tmp_path
 
 
 TINY = ["task=ptb", "optim=nt_asgd", "task.net.emsize=8", "task.net.nhid=12", "task.net.nlayers=2",

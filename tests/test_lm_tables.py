@@ -3,8 +3,6 @@ three rows), G2 Table 3 (compressing Table 1's models) and Jozefowicz Table 3 (s
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 
@@ -12,18 +10,12 @@ from lit_models.sizing import hidden_for_budget
 from reproduce import fig_gates_g2lstm as fig_gates
 from reproduce import results, runner
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GATEZOO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("GATEZOO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("GATEZOO_COMPILE", "0")  # seconds, not a compile per run
-    if "GATEZOO_DATA" not in os.environ:
-        monkeypatch.setenv("GATEZOO_DATA", str(REPO.parent / "shared" / "data"))
-    return tmp_path
+def workdir(workdir, monkeypatch):
+    """conftest's workdir without torch.compile: seconds, not a compile per run."""
+    monkeypatch.setenv("GATEZOO_COMPILE", "0")
+    return workdir
 
 
 def _by_cell(out):

@@ -19,16 +19,11 @@ TRAINED = [n for n in config.experiments() if config.compose(n, "smoke").task.ge
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """Results, runs and W&B files in tmp_path; no torch.compile (auto then picks the fused kernel or eager: seconds,
-    not a compile per smoke run)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GATEZOO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("GATEZOO_RUNS", str(tmp_path / "runs"))
+def workdir(workdir, monkeypatch):
+    """conftest's workdir without torch.compile (auto then picks the fused kernel or eager: seconds, not a compile
+    per smoke run)."""
     monkeypatch.setenv("GATEZOO_COMPILE", "0")
-    if "GATEZOO_DATA" not in os.environ:
-        monkeypatch.setenv("GATEZOO_DATA", str(REPO.parent / "shared" / "data"))
-    return tmp_path
+    return workdir
 
 
 @pytest.mark.parametrize("name", TRAINED)
