@@ -33,8 +33,8 @@ def test_column_values_that_set_several_keys_and_a_presets_subset():
     cfg = config.compose("table3_jozefowicz", "paper", [])
     points = runner.grid_points(cfg)
     assert [p[1] for p in points[:3]] == ["5M", "10M", "20M"] and len(points) == 30
-    assert points[1][2] == {"cell.name": "tanh_rnn", "task.net.param_budget": "10M", "task.net.dropout": 0.5,
-                            "task.net.dropouth": 0.5, "task.net.dropouti": 0.5}
+    assert points[1][2] == {"cell.name": "tanh_rnn", "optim.lr": 2.0, "task.net.param_budget": "10M",
+                            "task.net.dropout": 0.5, "task.net.dropouth": 0.5, "task.net.dropouti": 0.5}
     quick = runner.grid_points(config.compose("table3_jozefowicz", "quick", []))
     assert {p[1] for p in quick} == {"5M"} and len(quick) == 10
 
@@ -80,7 +80,10 @@ def test_published_literature_rows():
 
 
 def test_rows_can_carry_their_own_settings():
-    cfg = config.compose("table3_jozefowicz", "quick", ["+grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
-    points = {p[0]: p[2] for p in runner.grid_points(cfg)}
-    assert points["tanh_rnn"] == {"cell.name": "tanh_rnn", "optim.lr": 5.0, "task.net.param_budget": "5M"}
+    points = {p[0]: p[2] for p in runner.grid_points(config.compose("table3_jozefowicz", "quick", []))}
+    assert points["tanh_rnn"] == {"cell.name": "tanh_rnn", "optim.lr": 2.0, "task.net.param_budget": "5M"}
+    assert points["lstm_f"]["optim.lr"] == 10.0
     assert points["lstm"] == {"cell.name": "lstm", "task.net.param_budget": "5M"}
+    cfg = config.compose("table3_jozefowicz", "quick", ["grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
+    points = {p[0]: p[2] for p in runner.grid_points(cfg)}
+    assert points["tanh_rnn"]["optim.lr"] == 5.0 and points["lstm_f"]["optim.lr"] == 10.0  # merged, not replaced
