@@ -1,7 +1,7 @@
 """gatezoo's tasks: one LightningDataModule per dataset, built by name.
 
     import datamodules
-    datamodules.names()                                        # ['imdb', 'news20', 'pixel_mnist', 'ptb', 'row_mnist']
+    datamodules.names()      # ['imdb', 'iwslt14', 'news20', 'pixel_mnist', 'ptb', 'row_mnist', 'wmt14']
     dm = datamodules.build("row_mnist", batch_size=32, protocol="paper")
     dm.prepare_data(); dm.setup("fit")                         # fetch + verify + process (cached), then load
     dm.input_size, dm.seq_len, dm.num_classes, dm.provenance   # what the model builder needs
@@ -14,6 +14,12 @@ DataModules never import ``cells`` or ``lit_models``.
 task: it takes ``data_dir, num_workers, seed, protocol`` plus ``batch_size, eval_batch_size, test_batch_size, bptt,
 variable_bptt, limit_train, limit_eval``; its batches are ``(x, y)`` int64 (B, L) windows of one token stream, y = x
 one step on, in order (the model carries its state across windows); it sets ``vocab_size`` rather than ``input_size``.
+
+``iwslt14`` and ``wmt14`` (``translation.py``, machine translation prepared as fairseq's scripts prepare it) take
+``direction, source, batch_size, eval_batch_size, max_tokens, limit_train, limit_eval, heldout, data_dir, num_workers,
+seed, protocol``; their batches are ``Batch(src, src_lengths, tgt, index)`` (source + eos; bos + target + eos; padded
+with ``pad``); they set ``src_vocab``, ``tgt_vocab``, ``pad/bos/eos/unk`` and give the text of each split
+(``sources``, ``references``, ``raw_references``) for BLEU.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from .imdb import IMDB
 from .mnist import MNIST
 from .news20 import News20
 from .ptb import PTB
+from .translation import Translation
 
 TASKS = {
     "pixel_mnist": functools.partial(MNIST, layout="pixel"),
@@ -34,10 +41,12 @@ TASKS = {
     "imdb": IMDB,
     "news20": News20,
     "ptb": PTB,
+    "iwslt14": functools.partial(Translation, dataset="iwslt14"),
+    "wmt14": functools.partial(Translation, dataset="wmt14"),
 }
 
-__all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "PTB", "TaskDataModule", "PROTOCOLS",
-           "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
+__all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "PTB", "Translation", "TaskDataModule",
+           "PROTOCOLS", "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
 
 
 def names() -> list[str]:
@@ -60,7 +69,7 @@ def options(task: str) -> dict:
     return {k: p.default for k, p in inspect.signature(cls).parameters.items() if k not in fixed}
 
 
-def build(task: str, **kwargs) -> TaskDataModule | PTB:
+def build(task: str, **kwargs) -> TaskDataModule | PTB | Translation:
     """The DataModule of ``task``; an unknown task or keyword argument lists the valid ones."""
     factory, valid = _factory(task), options(task)
     unknown = sorted(set(kwargs) - set(valid))

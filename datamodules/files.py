@@ -4,6 +4,7 @@ processed tensors.
     data_dir(path=None)            explicit path (config ``paths.data_dir``) > $GATEZOO_DATA > ~/.cache/gatezoo/data
     SOURCES[key]                   every raw file a task reads: its path under a data dir, URLs, accepted SHA-256s
     fetch(key, data_dir, download) the verified local path of a file; downloads it when missing and possible
+    safe_extract(archive, dest)    unpack a tar into dest, refusing any member that would land outside it
     cached(name, key, build)       processed tensors under $GATEZOO_CACHE or ~/.cache/gatezoo/processed (cache.py)
 
 A file whose SHA-256 is not accepted is never read: ``fetch`` raises ``ChecksumError`` (a ``DataError``), naming the
@@ -20,6 +21,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,21 @@ def _ptb(split: str, sha: str) -> Source:
     return Source(f"ptb/ptb.{split}.txt", tuple(url.format(split=split) for url in _PTB), (sha,))
 
 
+# The IWSLT'14 files are fetched from the two public repositories MANIFEST copied them from, at the commits it names.
+_IWSLT_PREP = ("https://raw.githubusercontent.com/johntzwei/nmt_iwslt/7750e75a0379bacdc3ad2f49da883116a69b3691/"
+               "iwslt14.tokenized.de-en/")
+_IWSLT_ORIG = ("https://raw.githubusercontent.com/facebookresearch/fairseq/5f7bc3f600a664839e2a288a5c36c8ef6668ee19/"
+               "examples/translation/orig/de-en/")
+
+
+def _iwslt(name: str, sha: str, remote: str | None = None) -> Source:
+    return Source(f"iwslt14/iwslt14.tokenized.de-en/{name}", (_IWSLT_PREP + (remote or name),), (sha,))
+
+
+def _iwslt_orig(name: str, sha: str) -> Source:
+    return Source(f"iwslt14/orig/de-en/{name}", (_IWSLT_ORIG + name,), (sha,))
+
+
 SOURCES: dict[str, Source] = {
     # The four original LeCun files (byte-identical to the published ones), from the mirrors torchvision and TFDS use.
     "mnist_train_images": _mnist("train-images-idx3-ubyte.gz",
@@ -114,6 +131,57 @@ SOURCES: dict[str, Source] = {
                                                    "https://downloads.cs.stanford.edu/nlp/data/glove.6B.zip"),
                        ("95dde4dfd627ab26608d33e76d1195ec059734bd29089ea52cadb08d07c64544",),
                        member="glove.6B.100d.txt"),
+    # ---- machine translation (datamodules/translation.py; MANIFEST sections "IWSLT'14" and "WMT'14") ----
+    # fairseq's prepare-iwslt14.sh output (BPE, 10,000 joint merges), as the shared copy holds it: valid/test and the
+    # BPE model; also dev2010 before BPE (XML and tokenised) for checking our tokeniser against Moses'.
+    **{f"iwslt14_{split}_{lang}": _iwslt(f"{split}.{lang}", sha, f"10k_bpe/{split}.{lang}") for split, lang, sha in (
+        ("valid", "de", "27660c689b99b54f0f858775527ff351c520f7581be90aac84b6d16f14624c9e"),
+        ("valid", "en", "1b1f2246625cc907fbd9c8195776434b24687c3fc4e068c6f3d3ec542846823f"),
+        ("test", "de", "0bca28e500495a4a9694ae134b0ae35526a280cb0966abbcf3c9af3edc3dfe10"),
+        ("test", "en", "c2951533a0b03557599978ea1726c440bdbb8210454d1e9ef3b87c2b6228ac43"))},
+    "iwslt14_code": _iwslt("code", "3dd02684b6693abce3ba59520425901b0b910abeec2ae6b15cc62e458441d503"),
+    "iwslt14_dev2010_tok_de": _iwslt("tmp/IWSLT14.TED.dev2010.de-en.de",
+                                     "ea908cf47527db56f4a4ce8cb77dc5363efe2e105a7df7ca0834e52d8868668f"),
+    "iwslt14_dev2010_tok_en": _iwslt("tmp/IWSLT14.TED.dev2010.de-en.en",
+                                     "d1052267bd4ec704da0e24967156b90498548dc1ed540f6263709bf75163e041"),
+    "iwslt14_dev2010_xml_de": _iwslt_orig("IWSLT14.TED.dev2010.de-en.de.xml",
+                                          "6bb2e8272bc49a4f19df2150a482a1b856fa6a2d6b289d3a80ac6b4ff66070fe"),
+    "iwslt14_dev2010_xml_en": _iwslt_orig("IWSLT14.TED.dev2010.de-en.en.xml",
+                                          "5c860ebb64d4ecdc65800c7ba59732d27cff8b296fa7eeafbcd4614a2c572700"),
+    # The WIT3 release fairseq's script downloads (the fbaipublicfiles copy is the one its later versions use). No
+    # published SHA-256 could be found and the shared data lacks the archive (its training text is over 4 MB), so a
+    # download is checked by content: its 10 dev/test XML files must be those of the shared copy, whose other copies
+    # are byte-identical (MANIFEST). The two train.tags files are NOT covered by this check: pin the archive's SHA-256
+    # here once a trusted copy has been hashed.
+    "iwslt14_de_en": Source("iwslt14/orig/de-en.tgz",
+                            ("https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz",
+                             "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"),
+                            members=r"de-en/IWSLT14\.(TED\.dev2010|TEDX\.dev2012|TED\.tst201[012])"
+                                    r"\.de-en\.(de|en)\.xml",
+                            content_sha256="2800b5c089c26620afd8a2373366de1b00a33d2797d224b67f9c97a6051fbb76"),
+    # WMT'14 en-de training corpora as fairseq's prepare-wmt14en2de.sh --icml17 downloads them, and WMT19's dev
+    # tarball (newstest2012/2013); SHA-256s and sizes as TFDS pins them (url_checksums/wmt14_translate.txt).
+    "wmt14_europarl": Source("wmt14/training-parallel-europarl-v7.tgz",
+                             ("http://www.statmt.org/wmt13/training-parallel-europarl-v7.tgz",),
+                             ("0224c7c710c8a063dfd893b0cc0830202d61f4c75c17eb8e31836103d27d96e7",)),
+    "wmt14_commoncrawl": Source("wmt14/training-parallel-commoncrawl.tgz",
+                                ("http://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",),
+                                ("c7a74e2ea01ac6c920123108627e35278d4ccb5701e15428ffa34de86fa3a9e5",)),
+    "wmt14_news_commentary": Source("wmt14/training-parallel-nc-v9.tgz",
+                                    ("http://www.statmt.org/wmt14/training-parallel-nc-v9.tgz",),
+                                    ("cb8953f292298e6877ae433c98912b927cb0766b303f4540512ddd286c748485",)),
+    "wmt14_dev": Source("wmt14/dev.tgz", ("http://data.statmt.org/wmt19/translation-task/dev.tgz",),
+                        ("7a7deccf82ebb05ba508dba5eb21356492224e8f630ec4f992132b029b4b25e7",)),
+    # The full newstest2014 (3,003 segments); no published SHA-256 of the tarball, so checked by content: its four
+    # de-en .sgm files must be the shared ones (MANIFEST, WMT'14 section).
+    "wmt14_test_full": Source("wmt14/test-full.tgz", ("http://www.statmt.org/wmt14/test-full.tgz",),
+                              members=r"test-full/newstest2014-deen-(src|ref)\.(de|en)\.sgm",
+                              content_sha256="33310232c92cee6ea1b87570e9493e11245dae6c6e0c8fd6906f679bd0174738"),
+    # newstest2014 as plain text (sacrebleu's wmt14/full src/ref text), made from the .sgm files; no download.
+    "wmt14_newstest2014_de": Source("wmt14/newstest2014.de", (),
+                                    ("ae5d110486bc33d7175e9e28c7d0051eb3e5fcd2166dd93371089852c091a20e",)),
+    "wmt14_newstest2014_en": Source("wmt14/newstest2014.en", (),
+                                    ("7294bccf2879a97b3706b95c9595f1459617a8ee7130d5d8581c910e69736971",)),
 }
 
 DEFAULT_DATA = "~/.cache/gatezoo/data"
@@ -179,8 +247,13 @@ def _accepted(src: Source, path: Path) -> tuple[bool, str]:
     return _BY_CONTENT[memo], actual
 
 
+def _expected(src: Source) -> str:
+    content = f"content SHA-256 {src.content_sha256} (members {src.members})" if src.content_sha256 else ""
+    return " or ".join(src.sha256) + (f" (or {content})" if src.sha256 and content else content)
+
+
 def _corrupt(key: str, src: Source, path: Path, actual: str, where: Path) -> ChecksumError:
-    expected = " or ".join(src.sha256) + (f" (or content SHA-256 {src.content_sha256})" if src.content_sha256 else "")
+    expected = _expected(src)
     origin = src.urls[0] if src.urls else "a good copy (see shared/data/MANIFEST.md)"
     return ChecksumError(
         f"{key}: {path} is corrupt or not the expected file (truncated download?); nothing was read from it.\n"
@@ -257,11 +330,74 @@ def _download(key: str, src: Source, url: str, root: Path) -> Path:
         ok, actual = _accepted(src, tmp)
         if not ok:
             raise ChecksumError(f"{key}: the file downloaded from {url} has SHA-256 {actual}, expected "
-                                f"{' or '.join(src.sha256)}; it was deleted, not used. Fix: re-run later, or copy a "
-                                f"good {src.path} into {root}.")
+                                f"{_expected(src)}; it was deleted, not used (truncated download?). Fix: re-run "
+                                f"later, or copy a good {src.path} into {root}.")
         os.replace(tmp, dest)
         return dest
     finally:
         for p in (tmp, part):
             if p is not None and p.exists():
                 p.unlink()
+
+
+# ---- archives --------------------------------------------------------------------------------------------------------
+
+
+def safe_extract(archive: Path, dest: Path, members: str | None = None) -> Path:
+    """Unpack the tar ``archive`` (any compression) into ``dest`` and return it; with ``members`` (a regex, matched
+    against whole names without a leading ``./``) only the matching regular files and directories.
+
+    An archive with a member that could write outside ``dest`` (an absolute name, a ``..`` component, a symbolic or
+    hard link that points out, a device or fifo) is refused as a whole: ``DataError`` naming the member, raised after
+    reading the member list and before writing anything. tarfile's ``"data"`` filter guards the extraction itself too.
+    It goes to a temp dir beside ``dest``, renamed when complete, so a truncated or corrupt archive (also a
+    ``DataError``, naming the file and the fix) leaves nothing behind."""
+    archive, dest = Path(archive), Path(dest)
+    fix = (f"Fix: delete {archive} and re-run (it is downloaded again when possible), or replace it by a good copy "
+           "(see shared/data/MANIFEST.md).")
+    pattern = re.compile(members) if members else None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                chosen = []
+                for m in tar.getmembers():  # the whole member list first: nothing is written for a bad archive
+                    why = _unsafe(m)
+                    if why:
+                        raise DataError(f"{archive}: member {m.name!r} {why}; the archive was refused and nothing "
+                                        f"was extracted. {fix}")
+                    name = m.name[2:] if m.name.startswith("./") else m.name
+                    if pattern is None or (m.isfile() or m.isdir()) and pattern.fullmatch(name):
+                        chosen.append(m)
+                tar.extractall(tmp, members=chosen, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DataError(f"{archive}: cannot unpack it ({type(e).__name__}: {e}), truncated or corrupt; nothing "
+                            f"was extracted. {fix}") from e
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # else another process unpacked the same archive first: keep its copy
+                raise
+        return dest
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unsafe(m: tarfile.TarInfo) -> str | None:
+    """Why tar member ``m`` could write outside the extraction directory, or None."""
+    name = m.name
+    if name.startswith(("/", "\\")) or os.path.isabs(name) or re.match(r"[A-Za-z]:", name):
+        return "has an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' component"
+    if m.issym() or m.islnk():
+        # a symlink's target is relative to its own directory, a hard link's to the archive root
+        base = os.path.dirname(name) if m.issym() else ""
+        target = os.path.normpath(os.path.join(base, m.linkname))
+        if os.path.isabs(m.linkname) or target == ".." or target.startswith(".." + os.sep):
+            return f"is a link pointing outside the archive ({m.linkname!r})"
+    elif not (m.isfile() or m.isdir()):
+        return "is a device, fifo or other special file"
+    return None

@@ -5,13 +5,27 @@
   optimizer's own initial rate, 1e-3 in their code).
 - ``Curves``: every epoch's logged metrics, kept in the checkpoint (a resumed run keeps its curve), for the result
   record and the papers' accuracy-per-epoch figures.
+- ``Resume`` (with ``ResumableLoader`` and ``AtomicCheckpointIO``): what makes a run survive a kill: ``last.ckpt``
+  every N steps and on SIGTERM / SIGUSR1, written atomically, holding what Lightning leaves out (RNG states, the
+  position in the epoch's data), so that a resumed run continues exactly as the uninterrupted one would have.
 """
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class ExpLossLR(L.Callback):
@@ -23,7 +37,7 @@ class ExpLossLR(L.Callback):
         self._sum, self._count = 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs  # {}: a step skipped (non-finite loss)
         if loss is not None and torch.isfinite(loss):
             self._sum, self._count = self._sum + loss.item(), self._count + 1
 
@@ -35,6 +49,12 @@ class ExpLossLR(L.Callback):
             for group in opt.param_groups:
                 group["lr"] = lr
         pl_module.log("lr", lr)
+
+    def state_dict(self) -> dict:  # a run resumed in the middle of an epoch keeps the epoch's loss so far
+        return {"sum": self._sum, "count": self._count}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._sum, self._count = state_dict["sum"], state_dict["count"]
 
 
 class Curves(L.Callback):
@@ -62,10 +82,10 @@ class Curves(L.Callback):
                     self.rows[-1][k] = float(v)
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows}
+        return {"rows": self.rows, "lr": self._lr}  # lr: a run resumed mid-epoch skips on_train_epoch_start
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = list(state_dict["rows"])
+        self.rows, self._lr = list(state_dict["rows"]), state_dict.get("lr")
 
     def as_columns(self) -> dict[str, list]:
         keys = sorted({k for r in self.rows for k in r}, key=lambda k: (k != "epoch", k))
@@ -90,3 +110,188 @@ def stop_if_nonfinite(module, loss, batch_idx: int) -> bool:
                  f"holds the weights from before it")
     module.trainer.should_stop = True
     return True
+
+
+# ---- surviving a kill: atomic checkpoints, checkpoints every N steps and on a preemption signal, exact resume --------
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint Lightning writes goes to a temporary file in its own folder, is synced to disk and renamed into
+    place, so a reader (a resumed run) finds the old checkpoint or the whole new one, never a part.
+
+    Lightning's own write (``_atomic_save``) goes through a temporary file in the system's temp folder and
+    ``shutil.move``: a copy, killable half-way, wherever that folder is on another file system (as on most clusters),
+    and never synced."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def rng_states() -> dict:
+    """The global RNG states (torch, CUDA, numpy, Python) as types ``torch.load(weights_only=True)`` reads back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(state), py_gauss]}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, state, py_gauss = states["python"]
+    random.setstate((version, tuple(state), py_gauss))
+
+
+def _epoch_means(trainer):
+    """The running means of this epoch's ``self.log(..., on_epoch=True)`` values (Lightning's own objects)."""
+    from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultMetric
+
+    return {key: m for key, m in trainer.fit_loop.epoch_loop._results.items()
+            if isinstance(m, _ResultMetric) and m.is_tensor and m.meta.on_epoch and m.meta.is_mean_reduction}
+
+
+class ResumableLoader:
+    """A training loader that can begin a pass in its middle, in the same order.
+
+    Lightning, resuming mid-epoch, iterates the loader afresh and only counts the batches it had done, so the rest of
+    the epoch would be the first batches of a new shuffle. This wrapper keeps the state of the loader's shuffling
+    generator from before each pass; ``resume(state, k)`` makes the next pass draw the same order and drop its first k
+    batches (they are loaded, then dropped). Exact with ``num_workers=0``. Not under DDP: Lightning must see the
+    DataLoader itself to give each process its shard."""
+
+    def __init__(self, loader):
+        self.loader, self.generator = loader, getattr(loader, "generator", None)
+        self._pass_state, self._skip = None, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        if self.generator is not None:
+            if skip:
+                self.generator.set_state(self._pass_state)
+            self._pass_state = self.generator.get_state()
+        yield from itertools.islice(iter(self.loader), skip, None)
+
+    def state(self) -> dict:
+        return {"pass": self._pass_state, "now": None if self.generator is None else self.generator.get_state()}
+
+    def resume(self, state: dict, batches: int) -> None:
+        """Continue the pass ``state`` was taken in after its first ``batches`` batches (0: with the next pass)."""
+        if batches:
+            self._pass_state, self._skip = state["pass"], batches
+        elif state["now"] is not None and self.generator is not None:
+            self.generator.set_state(state["now"])
+
+
+class Preempted(SystemExit):
+    """The run saved its checkpoint on a signal and stops; the exit code is 128 + the signal's number, as a shell
+    reports a process that signal ended, so schedulers and retry loops see an unfinished run."""
+
+
+class Resume(Checkpoint):
+    """Saves ``path`` (the run's last.ckpt) at the end of every epoch, every ``every_n_steps`` optimizer steps, and, on
+    SIGTERM or SIGUSR1 (a cluster's preemption notice), at the end of the running batch, then raises ``Preempted``:
+    the caller writes no record, and the same command resumes from ``path``. (Lightning's ``save_last=True`` rewrites
+    last.ckpt only in epochs whose monitored metric improved, so a run resumed there would redo epochs.)
+
+    Its part of every checkpoint (``checkpoint["resume"]``) holds what Lightning leaves out, so that a resumed run goes
+    on exactly as the uninterrupted one: the global RNG states, the batches done in the epoch, the epoch's running
+    means of the logged training metrics, the training loader's shuffle (``ResumableLoader``). A ``Checkpoint``, so
+    that Lightning calls it after the other callbacks and it saves their updates for the batch. The last batch of an
+    epoch is left to the epoch-end checkpoint (Lightning resuming there would skip that epoch's validation)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+    def __init__(self, path, every_n_steps: int | None = None, loader: ResumableLoader | None = None):
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"checkpoint.every_n_steps={every_n_steps!r}: must be a positive int or null")
+        self.path, self.every_n_steps, self.loader = Path(path), every_n_steps, loader
+        self.signal: int | None = None
+        self._batches, self._saved_step, self._means, self._rng, self._mid_epoch = 0, None, {}, None, False
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum  # acted on at the end of the batch: a checkpoint from inside a step would be torn
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after Lightning's own handlers (registered just before), which they replace: Lightning's SIGTERM handler
+        # stops a validation in its middle, without a checkpoint. Lightning puts the previous handlers back at teardown.
+        if threading.current_thread() is threading.main_thread():  # the only thread Python lets set handlers
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._batches = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._rng is not None:  # again: restarting the pass drew from them (an unshuffled loader's worker seed)
+            set_rng_states(self._rng)
+            self._rng = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._batches = batch_idx + 1
+        if self._means:  # the first batch after a mid-epoch resume: add the sums of the batches before it
+            for key, m in _epoch_means(trainer).items():
+                if key in self._means:
+                    value, count = (t.to(m.value.device) for t in self._means[key])
+                    m.value, m.cumulated_batch_size = m.value + value, m.cumulated_batch_size + count
+            self._means = {}
+        if self._batches >= trainer.num_training_batches:
+            return
+        stop = trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False)
+        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        if stop or (due and trainer.global_step != self._saved_step):
+            self._save(trainer, mid_epoch=True)
+        if stop:
+            signum = self.signal or signal.SIGTERM  # another process of a DDP run got it
+            if trainer.is_global_zero:
+                print(f"{signal.Signals(signum).name}: saved {self.path} (epoch {trainer.current_epoch}, batch "
+                      f"{batch_idx}, step {trainer.global_step}); stopping. The same command resumes there.",
+                      file=sys.stderr, flush=True)
+            raise Preempted(128 + signum)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer, mid_epoch=False)  # after the other callbacks' epoch ends (a Checkpoint runs last)
+
+    def _save(self, trainer, mid_epoch: bool) -> None:
+        self._mid_epoch = mid_epoch
+        try:
+            trainer.save_checkpoint(self.path, weights_only=False)  # False: the whole state, not "unset"
+        finally:
+            self._mid_epoch = False
+        self._saved_step = trainer.global_step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        mid = self._mid_epoch  # else at an epoch's end (also one cut short), where Lightning's own resume is right
+        checkpoint["resume"] = {
+            "batches": self._batches if mid else 0, "rng": rng_states(),
+            "loader": self.loader.state() if self.loader is not None else None,
+            # sums (mean x count) and counts, added back after the first resumed batch (addition commutes exactly)
+            "means": {k: [m.value.detach().cpu(), m.cumulated_batch_size.detach().cpu()]
+                      for k, m in _epoch_means(trainer).items()} if mid else {}}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        state = checkpoint.get("resume")
+        if state is None:  # a checkpoint from before these were saved: Lightning's resume alone
+            return
+        set_rng_states(state["rng"])  # now, before the loader's next pass draws from them
+        self._means, self._rng = dict(state["means"]), state["rng"] if state["batches"] else None
+        if self.loader is not None and state["loader"] is not None:
+            self.loader.resume(state["loader"], state["batches"])

@@ -185,8 +185,9 @@ class LanguageModel(L.LightningModule):
         if self.stopped:  # a finished finetune resumed: nothing left to do
             self.trainer.should_stop = True
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_epoch_start(self) -> None:  # not called when a run resumes mid-epoch: both come from the checkpoint
         self._hidden["train"] = None
+        self.train_ppl.reset()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._seq_len = batch[0].shape[1]
@@ -282,12 +283,15 @@ class LanguageModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lm"] = {"val_losses": list(self.val_losses), "asgd_epoch": self.asgd_epoch,
                             "stopped": self.stopped, "val_ppl": self.last_val_ppl, "net": dict(self.net.kwargs),
-                            "config": self.config}
+                            "config": self.config,  # and what a run resumed mid-epoch carries on with:
+                            "hidden": self._hidden["train"], "train_ppl": dict(self.train_ppl.metric_state)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         lm = checkpoint["lm"]
         self.val_losses, self.asgd_epoch, self.stopped = list(lm["val_losses"]), lm["asgd_epoch"], lm["stopped"]
-        self.last_val_ppl = lm["val_ppl"]
+        self.last_val_ppl, self._hidden["train"] = lm["val_ppl"], lm.get("hidden")
+        for name, value in lm.get("train_ppl", {}).items():
+            setattr(self.train_ppl, name, value)
 
 
 # ---- evaluation without Lightning ----------------------------------------------------------------------------------

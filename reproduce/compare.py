@@ -5,7 +5,8 @@
     compare("table2_simplified", paper="simplified", published=published_values("simplified", "table2_simplified"),
             records=load_records(table="table2_simplified"), rows=rows, columns=cols, preset="quick")
 
-Nothing from ``published`` ever reaches the reproduced columns: a grid point without records reads "not run".
+Nothing from ``published`` ever reaches the reproduced columns: a grid point without records reads "not run", one
+with a failed run (a non-finite loss, ``results.failure``) reads "failed", whatever its other seeds gave.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .results import atomic_write_bytes, atomic_write_text
+from .results import atomic_write_bytes, atomic_write_text, failure
 
 FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std", "n", "delta", "seeds", "presets",
           "status", "params_published", "params", "params_match"]
@@ -102,8 +103,10 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
     out = []
     for row, col in _pairs(rows, columns, recs):
         group = [r for r in recs if (r["row"], r["column"]) == (row, col)]
-        vals = [float(r["metrics"][metric]) for r in group
-                if isinstance(r["metrics"].get(metric), (int, float)) and not math.isnan(r["metrics"][metric])]
+        failed = any(failure(r) for r in group)  # its last good epoch's numbers are not a result
+        vals = [] if failed else [float(r["metrics"][metric]) for r in group
+                                  if isinstance(r["metrics"].get(metric), (int, float))
+                                  and not math.isnan(r["metrics"][metric])]
         if metric == "params" and not group and params is not None and params.get(row) is not None:
             vals = [float(params[row])]  # a parameter table is reproduced by counting, not by training
         pub = published.get((row, col, metric))
@@ -127,7 +130,7 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
             "seeds": " ".join(str(s) for s in sorted({r.get("seed") for r in group}, key=str)),
             "presets": " ".join(sorted({str(r.get("preset")) for r in group})),
             "status": "ok" if vals else ("literature" if row in literature and not group else
-                                         "not run" if not group else f"no {metric}"),
+                                         "not run" if not group else "failed" if failed else f"no {metric}"),
             "params_published": pub_params,
             "params": rep_params[0] if len(rep_params) == 1 else (" ".join(map(str, rep_params)) or None),
             "params_match": pub_params == rep_params[0] if pub_params is not None and len(rep_params) == 1 else None,

@@ -3,7 +3,8 @@
 
 An experiment file says what each preset changes for its table under ``presets.<preset>``; those keys are turned into
 Hydra overrides placed before the user's, so ``python reproduce/table2_simplified.py --preset quick
-trainer.max_epochs=2`` runs 2 epochs although ``quick`` says 6.
+trainer.max_epochs=2`` runs 2 epochs although ``quick`` says 6. ``presets.<preset>.groups: {optim: adam}`` swaps a
+whole config group (``optim=adam``) before the other changes apply.
 """
 from __future__ import annotations
 
@@ -34,8 +35,17 @@ def _leaves(node, prefix: str = ""):
         yield prefix, node
 
 
+def _hydra_value(value) -> str:
+    """A value in Hydra's override grammar: JSON, except that dict keys are bare (``{name:"5M",task.name:"ptb"}``)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return json.dumps(value)  # numbers, quoted strings, true/false, null
+
+
 def _override(key: str, value) -> str:
-    return f"++{key}={json.dumps(value)}"  # JSON lists, numbers, strings and null are Hydra override values
+    return f"++{key}={_hydra_value(value)}"
 
 
 def _explain(err: Exception, overrides: list[str], base: DictConfig | None) -> str:
@@ -66,7 +76,9 @@ def compose(experiment: str | None = None, preset: str = "quick", overrides: lis
         base = hydra_compose("config", overrides=head)
         node = base.presets.get(preset)
         changes = OmegaConf.to_container(node, resolve=False) if node is not None else {}
-        extra = [_override(k, v) for k, v in _leaves(changes)]
+        # `groups: {optim: adam}` picks another option of a config group (a whole file, not a merge into the old one)
+        extra = [f"{group}={option}" for group, option in (changes.pop("groups", None) or {}).items()]
+        extra += [_override(k, v) for k, v in _leaves(changes)]
         try:
             cfg = hydra_compose("config", overrides=head + extra + list(overrides))
         except (HydraException, OmegaConfBaseException) as e:

@@ -1,17 +1,19 @@
 """Li et al. 2018 (G2-LSTM), Figures 1, 3 and 4: what the input and forget gates of trained models look like.
 
-For each cell's trained language model of G2 Table 1 (its final model: finetuned if that helped), reads the gate
-values of one recurrent layer on the PTB test stream and draws
-  - <out>/fig_gates_g2lstm.hist.png     density histograms of i and f, one colour per cell (Figures 1 and 3);
-  - <out>/fig_gates_g2lstm.<cell>.png   the per-token heat map of one sentence (Figure 4);
+For each cell's trained model, reads the gate values of one recurrent layer and draws
+  - <out>/fig_gates_g2lstm[.<source>].hist.png     density histograms of i and f, one colour per cell (Figures 1, 3);
+  - <out>/fig_gates_g2lstm[.<source>].<cell>.png   the per-token heat map of one sentence (Figure 4);
 and prints, per cell and gate, the share of values near 0 (< 0.1), near 1 (> 0.9) and the mean: the paper's claim is
 that G2-LSTM's gates sit near the boundaries.
 
-    python reproduce/table1_g2lstm.py --preset quick          # the models (once)
-    python reproduce/fig_gates_g2lstm.py --preset quick [--layer 0] [--tokens 10000] [--sentence 3]
+The paper draws the FIRST DECODER LAYER of its IWSLT'14 De->En translation models on 10,000 training sentence pairs:
+``--models table2_g2lstm`` does exactly that with G2 Table 2's de-en models (teacher-forcing the reference
+translations of ``--pairs`` training pairs drawn at random with the seed; fewer when the training set is smaller, and
+the figure says how many). The default, ``--models table1_g2lstm``, reads Table 1's PTB language models instead
+(layer ``--layer`` on the first ``--tokens`` test tokens).
 
-The paper draws the first decoder layer of its IWSLT'14 translation models; this script draws the language models'
-layer ``--layer`` (0 = the first, as the paper's choice of the first layer).
+    python reproduce/table2_g2lstm.py --preset quick && python reproduce/fig_gates_g2lstm.py --models table2_g2lstm
+    python reproduce/table1_g2lstm.py --preset quick && python reproduce/fig_gates_g2lstm.py [--layer 0] [--tokens N]
 """
 from __future__ import annotations
 
@@ -63,57 +65,109 @@ def sentence(ids: torch.Tensor, idx2word: list[str], k: int) -> tuple[int, int]:
     return spans[min(k, len(spans) - 1)]
 
 
-def main(argv=None) -> dict:
-    from lit_models.gates import plot_gate_heatmap, plot_gate_histograms
+def lm_gates(run: dict, args, dm_cache: dict) -> tuple[dict, list[str], dict, str]:
+    """Table 1's language model: (flat gate values on the first --tokens test tokens, heat-map words, their gates,
+    what was read)."""
     from lit_models.language_model import load_model
     from reproduce.train import build_datamodule
 
+    if "dm" not in dm_cache:
+        dm = dm_cache["dm"] = build_datamodule(OmegaConf.create(run["config"]))
+        dm.prepare_data()
+        dm.setup("test")
+    dm = dm_cache["dm"]
+    net, _ = load_model(run["run_dir"])
+    if not 0 <= args.layer < len(net.rnns):
+        raise SystemExit(f"--layer {args.layer}: the model has layers 0..{len(net.rnns) - 1}")
+    ids = dm.test_ids[:args.tokens]
+    values = {g: v.flatten() for g, v in layer_gates(net, ids, args.layer).items()}
+    start, end = sentence(dm.test_ids, dm.idx2word, args.sentence)
+    words = [dm.idx2word[i] for i in dm.test_ids[start:end].tolist()]
+    one = layer_gates(net, dm.test_ids[start:end], args.layer)  # the sentence alone, from a zero state
+    return values, words, one, f"layer {args.layer} on {len(ids):,} PTB test tokens"
+
+
+def mt_gates(run: dict, args, dm_cache: dict) -> tuple[dict, list[str], dict, str]:
+    """Table 2's De->En model: (flat gate values of decoder layer --layer over --pairs training pairs drawn with the
+    seed, teacher-forced; heat-map tokens of one pair; their gates; what was read)."""
+    from datamodules.translation import collate
+    from lit_models.seq2seq import decoder_gates
+    from lit_models.translator import load_translator
+    from reproduce.train import build_datamodule
+
+    if "dm" not in dm_cache:
+        dm = dm_cache["dm"] = build_datamodule(OmegaConf.create(run["config"]))
+        dm.prepare_data()
+        dm.setup("fit")
+    dm = dm_cache["dm"]
+    net, _ = load_translator(Path(run["run_dir"]) / "best.ckpt")
+    if not 0 <= args.layer < net.nlayers:
+        raise SystemExit(f"--layer {args.layer}: the decoder has layers 0..{net.nlayers - 1}")
+    pool = dm.train_set
+    g = torch.Generator().manual_seed(args.seed)
+    picked = torch.randperm(len(pool), generator=g)[:args.pairs].sort().values.tolist()
+    chunks = {k: [] for k in GATES}
+    for i in range(0, len(picked), 64):
+        b = collate([pool[j] for j in picked[i:i + 64]])
+        for k, v in decoder_gates(net, b.src, b.src_lengths, b.tgt, layer=args.layer, gates=GATES).items():
+            chunks[k].append(v.flatten())
+    values = {k: torch.cat(v) for k, v in chunks.items()}
+    b = collate([pool[picked[min(args.sentence, len(picked) - 1)]]])
+    one = decoder_gates(net, b.src, b.src_lengths, b.tgt, layer=args.layer, gates=GATES)
+    words = [dm.tgt_vocab[t] for t in b.tgt[0, 1:].tolist()]  # the predicted side: target tokens, then </s>
+    what = (f"decoder layer {args.layer} on {len(picked):,} IWSLT'14 training pairs"
+            + (f" (all there are: the training set has {len(pool):,})" if len(picked) < args.pairs else ""))
+    return values, words, one, what
+
+
+def main(argv=None) -> dict:
+    from lit_models.gates import plot_gate_heatmap, plot_gate_histograms
+
     ap = argparse.ArgumentParser(prog="reproduce/fig_gates_g2lstm.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="quick", choices=config.PRESETS, help="whose Table 1 runs (default quick)")
+    ap.add_argument("--models", default="table1_g2lstm", choices=("table1_g2lstm", "table2_g2lstm"),
+                    help="whose trained models: Table 1's language models (default) or Table 2's De->En translators")
+    ap.add_argument("--preset", default="quick", choices=config.PRESETS, help="whose runs (default quick)")
     ap.add_argument("--cells", nargs="+", default=["lstm", "sharpened_lstm", "g2_lstm"])
-    ap.add_argument("--layer", type=int, default=0, help="recurrent layer, 0 = first (default)")
-    ap.add_argument("--tokens", type=int, default=10000, help="test tokens whose gates are counted (default 10000)")
-    ap.add_argument("--sentence", type=int, default=0, help="which 8-25 word test sentence the heat maps show")
+    ap.add_argument("--layer", type=int, default=0, help="recurrent (decoder) layer, 0 = first (default)")
+    ap.add_argument("--tokens", type=int, default=10000, help="PTB: test tokens whose gates are counted (10000)")
+    ap.add_argument("--pairs", type=int, default=10000, help="translation: training pairs drawn (10000, the paper's)")
+    ap.add_argument("--seed", type=int, default=0, help="translation: the seed of the draw")
+    ap.add_argument("--sentence", type=int, default=0, help="which sentence (pair) the heat maps show")
     ap.add_argument("--out", help="output folder (default: <results>/figures)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
 
-    cfg = config.compose("table1_g2lstm", args.preset)
+    translation = args.models == "table2_g2lstm"
+    cfg = config.compose(args.models, args.preset)
     root = Path(cfg.paths.results)
-    runs = {r["row"]: r for r in sorted(results.load_records(root, table="table1_g2lstm", preset=args.preset),
-                                        key=lambda r: str(r.get("created", "")))}
+    runs = {r["row"]: r for r in sorted(results.load_records(root, table=args.models, preset=args.preset),
+                                        key=lambda r: str(r.get("created", "")))
+            if not translation or r["column"] == "de-en"}
     missing = [c for c in args.cells if c not in runs]
     if missing:
-        raise SystemExit(f"no Table 1 run of {', '.join(missing)} under preset {args.preset}; train them first: "
-                         f"python reproduce/table1_g2lstm.py --preset {args.preset} --cells {' '.join(missing)}")
+        raise SystemExit(f"no {args.models} run{' (de-en)' if translation else ''} of {', '.join(missing)} under "
+                         f"preset {args.preset}; train them first: python reproduce/{args.models}.py --preset "
+                         f"{args.preset} --cells {' '.join(missing)}")
     out_dir = Path(args.out) if args.out else root / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
-    dm = build_datamodule(OmegaConf.create(runs[args.cells[0]]["config"]))
-    dm.prepare_data()
-    dm.setup("test")
-    ids = dm.test_ids[:args.tokens]
-    start, end = sentence(dm.test_ids, dm.idx2word, args.sentence)
-    words = [dm.idx2word[i] for i in dm.test_ids[start:end].tolist()]
+    stem = "fig_gates_g2lstm" + (".translation" if translation else "")
+    read, dm_cache = mt_gates if translation else lm_gates, {}
 
-    values, stats = {}, Table(title=f"G2 Figures 1/3: gate values of layer {args.layer} on {len(ids):,} PTB test "
-                                    f"tokens (preset {args.preset})")
-    for col in ("cell", "gate", "< 0.1", "> 0.9", "mean"):
-        stats.add_column(col, justify="left" if col in ("cell", "gate") else "right")
+    values, stats, what = {}, None, ""
     for cell in args.cells:
-        net, _ = load_model(runs[cell]["run_dir"])
-        if not 0 <= args.layer < len(net.rnns):
-            raise SystemExit(f"--layer {args.layer}: the model has layers 0..{len(net.rnns) - 1}")
-        gates = layer_gates(net, ids, args.layer)
-        values[cell] = {g: v.flatten() for g, v in gates.items()}
+        values[cell], words, one, what = read(runs[cell], args, dm_cache)
+        if stats is None:
+            stats = Table(title=f"G2 Figures 1/3: gate values of {what} (preset {args.preset})")
+            for col in ("cell", "gate", "< 0.1", "> 0.9", "mean"):
+                stats.add_column(col, justify="left" if col in ("cell", "gate") else "right")
         for g, v in values[cell].items():
             stats.add_row(cell, g, f"{(v < 0.1).float().mean():.3f}", f"{(v > 0.9).float().mean():.3f}",
                           f"{v.mean():.3f}")
-        one = layer_gates(net, dm.test_ids[start:end], args.layer)  # the sentence alone, from a zero state
-        png = plot_gate_heatmap(words, one, out_dir / f"fig_gates_g2lstm.{cell}.png",
-                                title=f"{cell}: gates of layer {args.layer} per token (G2 Figure 4)")
+        png = plot_gate_heatmap(words, one, out_dir / f"{stem}.{cell}.png",
+                                title=f"{cell}: gates of {what.split(' on ')[0]} per token (G2 Figure 4)")
         console.print(f"heat map: {png}")
-    hist = plot_gate_histograms(values, out_dir / "fig_gates_g2lstm.hist.png",
-                                title=f"Input and forget gate values, layer {args.layer} (G2 Figures 1 and 3)")
+    hist = plot_gate_histograms(values, out_dir / f"{stem}.hist.png",
+                                title=f"Input and forget gates, {what.split(' (')[0]} (G2 Figures 1 and 3)")
     console.print(stats)
     console.print(f"histograms: {hist}")
     return values

@@ -2,7 +2,7 @@
 
 A *record* is the JSON dict one finished training run leaves behind: ``REQUIRED`` keys (table, paper, row, column,
 seed, preset, metrics) and optionally cell, grid, curve ({"epoch": [...], "test/acc": [...], ...}), params, wall_s,
-git, provenance, notes, config, created, host.
+git, provenance, notes, config, created, host, status ("ok" | "failed") and failure (why; see ``failure``).
 
 Accuracies in ``metrics`` and ``curve`` are fractions in [0, 1] (what torchmetrics reports); ``compare`` relies on it.
 Metric names follow the published yaml: ``test/acc_best`` (best test accuracy over epochs, what the papers report),
@@ -101,12 +101,28 @@ def _jsonable(obj):
 
 
 def check_record(record: dict) -> None:
-    """Raise ValueError naming the missing keys if ``record`` lacks what the readers rely on."""
+    """Raise ValueError naming the missing or mistyped keys if ``record`` lacks what the readers rely on."""
     if not isinstance(record, dict):
         raise ValueError(f"a record is a dict, got {type(record).__name__}")
     missing = [k for k in REQUIRED if k not in record]
-    if missing or not isinstance(record["metrics"], dict):
-        raise ValueError(f"record lacks {missing or ['metrics as a dict']}")
+    if missing:
+        raise ValueError(f"record lacks {missing}")
+    kinds = {"table": str, "paper": str, "row": str, "column": str, "preset": str, "seed": (int, str), "metrics": dict}
+    bad = [k for k, kind in kinds.items() if not isinstance(record[k], kind) or isinstance(record[k], bool)]
+    curve = record.get("curve")
+    if curve is not None and not (isinstance(curve, dict) and all(isinstance(v, list) for v in curve.values())):
+        bad.append("curve")  # the plots read it as {name: [value per epoch]}
+    if bad:
+        raise ValueError(f"record has the wrong type of {bad}")
+
+
+def failure(record: dict) -> str | None:
+    """Why the run of ``record`` failed (``status: failed``; a ``metrics.stopped`` from a non-finite loss counts too,
+    as older records and other writers have only that), else None."""
+    if record.get("status") == "failed":
+        return str(record.get("failure") or "failed")
+    stopped = record["metrics"].get("stopped")
+    return str(stopped) if stopped else None
 
 
 def write_record(record: dict, root: str | Path = "results") -> Path:

@@ -7,9 +7,11 @@ published numbers beside the reproduced ones and draw the curves.
     python reproduce/table2_simplified.py --collect --wandb-project me/gatezoo
 
 A grid point that already has a record for this preset and seed is not run again (``--force`` reruns it); one that
-was interrupted resumes from its ``last.ckpt``. Under the ``quick`` and ``smoke`` presets the reported test accuracy
-is the one at the epoch of best VALIDATION accuracy (a split of train); under ``paper`` it is the best test accuracy
-over epochs, as the authors' code early-stopped and checkpointed on the test set.
+was interrupted (killed, preempted: see ``lit_models.callbacks.Resume``) resumes from its ``last.ckpt``; one that
+another live process is training (its ``run.lock``) is skipped, so several copies of a script can share one grid; a
+failed one (non-finite loss) reads "failed" in the table. Under the ``quick`` and ``smoke`` presets the reported test
+accuracy is the one at the epoch of best VALIDATION accuracy (a split of train); under ``paper`` it is the best test
+accuracy over epochs, as the authors' code early-stopped and checkpointed on the test set.
 """
 from __future__ import annotations
 
@@ -70,17 +72,22 @@ def expand(records, spec, metric: str) -> list[dict]:
     and column whose ``metrics[metric]`` (the table's metric) is the run's ``metrics[<entry's metric>]``; ``{row}``
     and ``{column}`` stand for the run's own row and column (``{column}-tst`` -> ``5M-tst``)."""
     return [{**rec, "row": e["row"].format(row=rec["row"]), "column": e["column"].format(column=rec["column"]),
-             "metrics": {metric: rec["metrics"].get(e["metric"])}} for rec in records for e in spec]
+             "metrics": {metric: rec["metrics"].get(e["metric"])},
+             **({"status": "failed", "failure": results.failure(rec)} if results.failure(rec) else {})}
+            for rec in records for e in spec]
 
 
 def summary(cfg, record) -> str:
     """The line printed after a run: the table's metrics of this record."""
     m, spec = record["metrics"], cfg.table.get("expand")
+    if results.failure(record):
+        return f"FAILED, {results.failure(record)}"
     if spec:
         shown = ", ".join(f"{e['row'].format(row='').strip() or 'final'} {e['column'].format(column=record['column'])} "
                           f"{m.get(e['metric']):.2f}"
                           for e in spec if isinstance(m.get(e["metric"]), (int, float)))
-        return f"{shown} (epochs {m.get('epochs')})"
+        pairs = f", trained on {m['train_pairs']:,} pairs" if m.get("train_pairs") else ""  # BLEU: never without it
+        return f"{shown} (epochs {m.get('epochs')}{pairs})"
     return f"test acc {m['test/acc_best']:.4f} (epoch {m['best_epoch']} of {m['epochs']})"
 
 
@@ -92,7 +99,7 @@ def cell_input_size(cfg) -> int:
 
 def row_params(cfg, rows) -> dict[str, int]:
     """The paper's parameter count of the recurrent layer for every row (a bidirectional layer counts twice)."""
-    if cfg.table.get("expand"):  # rows are (cell, variant) and the sizes are the task's: records carry params
+    if cfg.table.get("expand") or cfg.task.get("kind"):  # sizes from the task's model: records carry params
         return {}
     out, c, m, key = {}, cfg.cell, cell_input_size(cfg), cfg.grid.rows.key
     for row in rows:
@@ -117,6 +124,9 @@ def parse_args(argv, name: str):
     ap.add_argument("--force", action="store_true", help="rerun grid points that already have a record")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2 cell.backend=eager")
     args = ap.parse_args(argv)
+    if args.cells:  # `--cells lstm gru trainer.max_epochs=2`: argparse gives the overrides to --cells; a cell name
+        args.overrides = [c for c in args.cells if "=" in c] + args.overrides  # never holds "=": back they go
+        args.cells = [c for c in args.cells if "=" not in c] or ap.error("--cells: no cell named")
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
     return args
@@ -165,26 +175,39 @@ def main(name: str, argv=None) -> list[dict]:
 
 
 def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> None:
-    from reproduce.train import run  # lightning and the data modules load only when training
+    from reproduce.train import LOCK, RunBusy, run, run_lock  # lightning and the data modules load only when training
 
-    done = {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=cfg.preset)}
+    def done():
+        return {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=cfg.preset)}
+
+    finished = done()
     jobs = [(p, cfg.seed + s) for s in range(seeds) for p in points]
     for i, ((row, col, values), seed) in enumerate(jobs, 1):
         tag = f"[{i}/{len(jobs)}] {name} {row} {col} seed {seed}"
-        if (row, col, seed) in done and not force:
+        if (row, col, seed) in finished and not force:
             console.print(f"{tag}: done already (a record exists; --force reruns it)")
             continue
         point = OmegaConf.merge(cfg, {"seed": seed})
         for key, value in values.items():
             OmegaConf.update(point, key, value)
         run_dir = Path(cfg.paths.runs) / name / cfg.preset / f"{row}__{col}__s{seed}".replace("/", "_")
-        if force and run_dir.exists():
-            shutil.rmtree(run_dir)
-        console.rule(tag)
-        record = run(point, run_dir, name=f"{name}/{row}/{col}/s{seed}")
-        record.update(table=name, paper=cfg.table.paper, row=row, column=col, grid=dict(values),
-                      notes="; ".join(cfg.table.notes or []))
-        path = results.write_record(record, root)
+        try:
+            with run_lock(run_dir):
+                if not force and (row, col, seed) in done():  # finished by another process since this one started
+                    console.print(f"{tag}: done already (by another process)")
+                    continue
+                if force:  # the folder's contents; the lock stays
+                    for old in run_dir.iterdir():
+                        if old.name != LOCK:
+                            shutil.rmtree(old) if old.is_dir() else old.unlink()
+                console.rule(tag)
+                record = run(point, run_dir, name=f"{name}/{row}/{col}/s{seed}")
+                record.update(table=name, paper=cfg.table.paper, row=row, column=col, grid=dict(values),
+                              notes="; ".join(cfg.table.notes or []))
+                path = results.write_record(record, root)
+        except RunBusy as busy:
+            console.print(f"{tag}: skipped, {busy}")
+            continue
         if cfg.logger.name == "wandb":
             results.log_record_wandb(record)
         console.print(f"{tag}: {summary(cfg, record)}, {record['wall_s']:.0f} s -> {path}")
@@ -193,16 +216,21 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
 def derive_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> None:
     """A table made from another table's trained models (``table.source``), e.g. G2 Table 3: each grid point takes
     the source run of its row and seed, transforms a copy of its model (``compress.<column>``) and evaluates it."""
-    from reproduce.train_lm import evaluate_compressed  # the language-model tables; translation adds its own
+    if cfg.task.get("kind") == "translation":  # each task kind knows how to evaluate its own models
+        from reproduce.train_mt import evaluate_compressed
+    else:
+        from reproduce.train_lm import evaluate_compressed
 
-    source = cfg.table.source
+    source, column = cfg.table.source, cfg.table.get("source_column")  # column: one task of a two-task table
     runs = {(r["row"], r["seed"]): r for r in sorted(results.load_records(root, table=source, preset=cfg.preset),
-                                                      key=lambda r: str(r.get("created", "")))}
+                                                      key=lambda r: str(r.get("created", "")))
+            if column is None or r["column"] == column}
     done = {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=cfg.preset)}
     jobs = [(p, cfg.seed + s) for s in range(seeds) for p in points]
     missing = sorted({(row, seed) for (row, _, _), seed in jobs if (row, seed) not in runs})
     if missing:
-        raise SystemExit(f"{name} compresses the models of {source}, and {source} has no run for "
+        raise SystemExit(f"{name} compresses the models of {source}" + (f" ({column})" if column else "")
+                         + f", and {source} has no run for "
                          + ", ".join(f"{row} seed {seed}" for row, seed in missing) + f" under preset {cfg.preset}. "
                          f"Train them first: python reproduce/{source}.py --preset {cfg.preset}"
                          + (f" --seeds {seeds}" if seeds > 1 else ""))
@@ -214,8 +242,9 @@ def derive_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> 
         src = runs[(row, seed)]
         spec = cfg.compress.get(col)
         t0 = time.time()
+        limit = {"limit": cfg.table.eval_limit} if cfg.table.get("eval_limit") else {}  # e.g. quick: fewer pairs
         value, report_ = evaluate_compressed(src, None if spec is None else OmegaConf.to_container(spec),
-                                             cfg.table.evaluate)
+                                             cfg.table.evaluate, **limit)
         record = {"table": name, "paper": cfg.table.paper, "row": row, "column": col, "grid": dict(values),
                   "seed": seed, "preset": cfg.preset, "protocol": cfg.protocol,
                   "metrics": {cfg.table.metric: value, cfg.table.evaluate: value}, "compression": report_,

@@ -3,19 +3,27 @@
     python -m reproduce.train task=imdb cell.name=gru cell.hidden_size=64 optim=adam trainer.max_epochs=3
     python -m reproduce.train task=ptb optim=nt_asgd cell.name=g2_lstm trainer.max_epochs=3 trainer.gradient_clip_val=0.25
 
-Language modelling (``task.kind: language_model``) runs through ``reproduce/train_lm.py``; the rest is below.
+Language modelling (``task.kind: language_model``) runs through ``reproduce/train_lm.py``, translation
+(``task.kind: translation``) through ``reproduce/train_mt.py``; the rest is below.
 
 Flow (DESIGN.md): DataModule of ``task.name`` -> ``cells.build`` -> ``RNNClassifier`` in ``SequenceClassifier`` ->
 ``lightning.Trainer`` (W&B offline by default, DDP when ``trainer=ddp``) -> fit -> the record: the monitored best
 epoch's metrics, every epoch's curve, the recurrent layer's parameter count (the papers count only that layer), wall
 time, git revision, preset and data provenance. The run folder holds ``last.ckpt``: the same run started again
-resumes there.
+resumes there, exactly where it stopped (``lit_models.callbacks.Resume``): ``last.ckpt`` is written at every epoch's
+end, every ``checkpoint.every_n_steps`` steps, and on SIGTERM / SIGUSR1, after which the run exits with 128 + the
+signal's number and writes no record. ``python -m reproduce.train`` started again with the same config resumes the
+newest unfinished run folder of that config (one not locked by a live process, see ``run_lock``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import math
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -28,15 +36,17 @@ from omegaconf import DictConfig, OmegaConf
 
 import cells
 import datamodules
-from lit_models.callbacks import Curves, ExpLossLR
+from lit_models.callbacks import AtomicCheckpointIO, Curves, ExpLossLR, ResumableLoader, Resume
 from lit_models.classifier import SequenceClassifier
 from lit_models.nets import RNNClassifier
 
 # Lightning 2.6's own use of a name torch deprecated; nothing a user can act on
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
-OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
+              "adadelta": torch.optim.Adadelta}
 LOGGERS = ("wandb", "csv", "none")
+LOCK, FINISHED = "run.lock", "finished"  # files in a run folder: who trains there; the record it wrote
 
 
 def git_revision() -> str:
@@ -96,7 +106,15 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str):
     if kind == "csv":
         return L.pytorch.loggers.CSVLogger(run_dir, name="csv")
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; WANDB_MODE=online syncs
+    from reproduce.results import atomic_write_text
+
+    id_file = run_dir / "wandb_id"  # a resumed run continues the same W&B run
+    run_id = id_file.read_text().strip() if id_file.exists() else ""
+    if not run_id:
+        run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
+        atomic_write_text(id_file, run_id)
     return L.pytorch.loggers.WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=name,
+                                         id=run_id, resume="allow",
                                          save_dir=str(run_dir), tags=[cfg.preset, str(cfg.table.name if cfg.table
                                                                                        else "single")],
                                          config=OmegaConf.to_container(cfg, resolve=True))
@@ -107,6 +125,9 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     if cfg.task.get("kind") == "language_model":  # PTB: its own LightningModule and phases (reproduce/train_lm.py)
         from reproduce.train_lm import run as run_language_model
         return run_language_model(cfg, run_dir, name)
+    if cfg.task.get("kind") == "translation":  # IWSLT'14 / WMT'14: seq2seq and beam search (reproduce/train_mt.py)
+        from reproduce.train_mt import run as run_translation
+        return run_translation(cfg, run_dir, name)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
@@ -118,20 +139,25 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     monitor = f"{splits[0]}/acc"
     model = SequenceClassifier(net, build_optimizer(cfg), eval_splits=splits)
     curves = Curves()
+    last = run_dir / "last.ckpt"
+    resume = Resume(last, cfg.checkpoint.every_n_steps)
+    # Resume writes last.ckpt; ModelCheckpoint best.ckpt, in place (no best-v1.ckpt beside a stray best.ckpt)
     callbacks = [curves,
                  L.pytorch.callbacks.EarlyStopping(monitor, mode="max", patience=cfg.early_stopping.patience),
                  L.pytorch.callbacks.ModelCheckpoint(run_dir, filename="best", monitor=monitor, mode="max",
-                                                     save_last=True)]
+                                                     enable_version_counter=False), resume]
     if cfg.optim.schedule == "exp_loss":
         callbacks.append(ExpLossLR(cfg.optim.eta0))
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=build_logger(cfg, run_dir, name),
-                        num_sanity_val_steps=0, **trainer_kwargs)
+                        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
+    train = dm.train_dataloader()
+    if trainer.world_size == 1:  # DDP shards the DataLoader itself; a mid-epoch resume then restarts the epoch's order
+        train = resume.loader = ResumableLoader(train)
     loaders = [dm.test_dataloader()] if paper_protocol else [dm.val_dataloader(), dm.test_dataloader()]
-    last = run_dir / "last.ckpt"
     t0 = time.time()
-    trainer.fit(model, train_dataloaders=dm.train_dataloader(), val_dataloaders=loaders,
-                ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(model, train_dataloaders=train, val_dataloaders=loaders,
+                ckpt_path=str(last) if last.exists() else None, weights_only=True)
     wall = time.time() - t0
     best = curves.best(monitor)
     counted = sum(p.numel() for p in net.rnn.parameters())
@@ -150,8 +176,67 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
         trainer.logger.experiment.summary.update({f"best/{k}": v for k, v in metrics.items() if v is not None})
     return {"cell": cfg.cell.name, "seed": cfg.seed, "preset": cfg.preset, "protocol": cfg.protocol,
             "metrics": metrics, "curve": curves.as_columns(), "params": params, "wall_s": round(wall, 1),
-            "git": git_revision(), "provenance": getattr(dm, "provenance", ""), "run_dir": str(run_dir),
-            "config": OmegaConf.to_container(cfg, resolve=True)}
+            **status(metrics), "git": git_revision(), "provenance": getattr(dm, "provenance", ""),
+            "run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def status(metrics: dict) -> dict:
+    """The record's ``status`` ("ok" | "failed") and, when failed, ``failure`` (why): a run stopped by a non-finite
+    loss is reported as failed, never by the numbers of its last good epoch."""
+    return {"status": "failed", "failure": metrics["stopped"]} if metrics.get("stopped") else {"status": "ok"}
+
+
+class RunBusy(RuntimeError):
+    """Another live process trains in this run folder."""
+
+
+def _alive(holder: str) -> bool:
+    pid, _, host = holder.partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's process (or a lock being written): cannot tell, so it holds
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``run_dir`` for this process, so that two processes never train in one folder: the lock file ``run.lock``
+    is created with O_CREAT | O_EXCL (atomic, also on NFS) and holds "<pid> <host>". A lock whose process is dead
+    (same host) is stale and taken over; a live one raises ``RunBusy``. Removed on exit, an exception or a preemption
+    (a SIGKILL leaves it, stale)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path, me = run_dir / LOCK, f"{os.getpid()} {socket.gethostname()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                holder = path.read_text()
+                if _alive(holder):
+                    raise RunBusy(f"{run_dir} is in use by process {holder or '(starting)'}; if that process is "
+                                  f"gone, delete {path}") from None
+                if path.read_text() == holder:  # still the dead one's: take it over (then O_EXCL decides again)
+                    path.unlink()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(me)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text() == me:
+                path.unlink()
+
+
+def config_key(cfg: DictConfig) -> str:
+    """8 hex digits of the resolved config: single runs of the same config share it in their folder names."""
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def main(argv=None) -> dict:
@@ -167,12 +252,32 @@ def main(argv=None) -> dict:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides: task=imdb cell.name=gru optim=adam ...")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config.compose(None, args.preset, args.overrides)
+    root, key = Path(cfg.paths.runs) / "single", config_key(cfg)
     stamp = time.strftime("%Y%m%d-%H%M%S")  # + a random suffix: two runs started in the same second get two folders
-    name = f"{cfg.task.name}__{cfg.cell.name}__s{cfg.seed}__{stamp}__{uuid.uuid4().hex[:6]}"
-    record = run(cfg, Path(cfg.paths.runs) / "single" / name, name=name)
-    record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
-    path = results.write_record(record, cfg.paths.results)
+    fresh = root / f"{cfg.task.name}__{cfg.cell.name}__s{cfg.seed}__{key}__{stamp}__{uuid.uuid4().hex[:6]}"
+    # the newest unfinished run of this config (killed, preempted, crashed) resumes, unless a live process has it
+    for run_dir in [*sorted(root.glob(f"*__{key}__*"), reverse=True), fresh]:
+        if (run_dir / FINISHED).exists():
+            continue
+        try:
+            with run_lock(run_dir):
+                if run_dir != fresh:
+                    print(f"resuming {run_dir} (an unfinished run of the same config)")
+                record = run(cfg, run_dir, name=run_dir.name)
+                record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
+                path = results.write_record(record, cfg.paths.results)
+                results.atomic_write_text(run_dir / FINISHED, f"{path}\n")
+            break
+        except RunBusy:
+            continue
     m = record["metrics"]
+    if results.failure(record):
+        print(f"{cfg.task.name} {cfg.cell.name}: FAILED, {results.failure(record)} -> {path}")
+        return record
+    if "test/bleu" in m:
+        print(f"{cfg.task.name} {cfg.cell.name}: test BLEU {m['test/bleu']:.2f} (tokenised), sacreBLEU "
+              f"{m['test/sacrebleu']:.2f}, trained on {m['train_pairs']:,} pairs, {record['wall_s']:.0f} s -> {path}")
+        return record
     if "test/ppl" in m:
         finals = {k: v for k, v in m.items() if k.startswith(("val/ppl", "test/ppl")) and v is not None}
         print(f"{cfg.task.name} {cfg.cell.name}: " + ", ".join(f"{k} {v:.2f}" for k, v in finals.items())

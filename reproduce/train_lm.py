@@ -27,11 +27,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cells
-from lit_models.callbacks import Curves
+from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Resume
 from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, cache_pointer_perplexity,
                                        evaluate_perplexity, final_checkpoint, load_model)
 from lit_models.sizing import hidden_for_budget
-from reproduce.train import build_datamodule, build_logger, git_revision
+from reproduce.train import build_datamodule, build_logger, git_revision, status
 
 MONITOR = "val/ppl"
 
@@ -63,16 +63,21 @@ def build_module(cfg: DictConfig, net: AWDLSTM, finetune: bool = False) -> Langu
 def fit_phase(cfg: DictConfig, module: LanguageModel, dm, run_dir: Path, prefix: str, max_epochs: int, logger,
               callbacks=()) -> Curves:
     """Fit ``module`` for ``max_epochs`` with ``<prefix>best.ckpt`` (lowest val/ppl) and ``<prefix>last.ckpt``,
-    resuming from the latter when it exists; -> the epochs' curves (restored on resume)."""
+    resuming from the latter when it exists (also in the middle of an epoch: ``checkpoint.every_n_steps``, SIGTERM,
+    SIGUSR1, see ``lit_models.callbacks.Resume``); -> the epochs' curves (restored on resume)."""
     curves = Curves()
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(run_dir, filename=f"{prefix}best", monitor=MONITOR, mode="min",
-                                               save_last=True)
-    ckpt.CHECKPOINT_NAME_LAST = f"{prefix}last"
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) | {"max_epochs": max_epochs}
-    trainer = L.Trainer(default_root_dir=run_dir, callbacks=[*callbacks, curves, ckpt], logger=logger,
-                        num_sanity_val_steps=0, **trainer_kwargs)
     last = run_dir / f"{prefix}last.ckpt"
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    # the windows of a resumed epoch: the same ones (drawn for the trainer's epoch), the done ones skipped
+    train = ResumableLoader(dm.train_dataloader())
+    resume = Resume(last, cfg.checkpoint.every_n_steps, train)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(run_dir, filename=f"{prefix}best", monitor=MONITOR, mode="min",
+                                               enable_version_counter=False)  # last.ckpt: Resume's
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) | {"max_epochs": max_epochs}
+    trainer = L.Trainer(default_root_dir=run_dir, callbacks=[*callbacks, curves, ckpt, resume], logger=logger,
+                        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
+    dm.trainer = trainer  # what Lightning sets when given the DataModule: the windows are drawn for its epoch
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),
+                ckpt_path=str(last) if last.exists() else None, weights_only=True)
     return curves
 
 
@@ -169,8 +174,8 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     return {"cell": cfg.cell.name, "seed": cfg.seed, "preset": cfg.preset, "protocol": cfg.protocol,
             "metrics": metrics, "curve": merged.as_columns(), "params": params,
             "params_total": sum(p.numel() for p in base_net.parameters()), "wall_s": round(wall, 1),
-            "git": git_revision(), "provenance": getattr(dm, "provenance", ""), "run_dir": str(run_dir),
-            "config": OmegaConf.to_container(cfg, resolve=True)}
+            **status(metrics), "git": git_revision(), "provenance": getattr(dm, "provenance", ""),
+            "run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
 def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl_cache") -> tuple[float, dict | None]:

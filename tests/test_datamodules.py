@@ -10,22 +10,19 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import http.server
 import io
 import os
 import re
-import socket
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import datamodules as D
+from localhttp import closed_url
 from datamodules import files, keras_text as kt
 from datamodules.files import ChecksumError, DataError, MissingDataError, Source
 
@@ -37,45 +34,8 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An empty home (so ~/.cache/gatezoo/data is empty too) and no proxy between us and 127.0.0.1."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path / "home"
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving tmp_path/www; ``hits`` lists the paths requested."""
-    root, hits = tmp_path / "www", []
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{srv.server_address[1]}", hits=hits)
-    srv.shutdown()
-    srv.server_close()
-
-
-def closed_url(name: str) -> str:
-    """A URL on a local port nobody listens on: the download fails at once, like offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{name}"
 
 
 def sha(data: bytes) -> str:
@@ -123,9 +83,13 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
 
 def test_sources_match_the_manifest(data):
     manifest = (data / "MANIFEST.md").read_text()
-    table = dict(re.findall(r"\| `([^`]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|", manifest))
+    # | `path` | bytes | `sha256` |, or | `path` | bytes | lines | `sha256` | (the IWSLT'14 and WMT'14 sections)
+    table = dict(re.findall(r"\| `([^`]+)` \|(?: [\d,]+ \|)+ `([0-9a-f]{64})` \|", manifest))
     for key, src in D.SOURCES.items():
         if key == "glove100":  # not in the shared data (MANIFEST: "Not obtained")
+            continue
+        if src.path not in table:  # the full translation corpora: download-only archives, never in shared/data
+            assert src.urls and (src.sha256 or src.content_sha256), key
             continue
         assert table[src.path] == src.sha256[0], key
         assert D.fetch(key, data, download=False) == data / src.path
@@ -472,11 +436,11 @@ def test_news20_six_subjects_and_glove_fallback(news20, data, home, monkeypatch)
 
 
 def test_registry():
-    assert D.names() == ["imdb", "news20", "pixel_mnist", "ptb", "row_mnist"]
+    assert D.names() == ["imdb", "iwslt14", "news20", "pixel_mnist", "ptb", "row_mnist", "wmt14"]
     dm = D.build("row_mnist", batch_size=8)
     assert isinstance(dm, D.MNIST) and (dm.seq_len, dm.input_size, dm.num_classes) == (28, 28, 10)
     assert D.build("imdb").vocab_size == 20000 and D.build("news20", labels="6").num_classes == 6
-    with pytest.raises(ValueError, match=r"unknown task 'imbd'. Did you mean 'imdb'\? Valid tasks: imdb, news20"):
+    with pytest.raises(ValueError, match=r"unknown task 'imbd'. Did you mean 'imdb'\? Valid tasks: imdb, iwslt14, "):
         D.build("imbd")
     with pytest.raises(ValueError, match=r"'num_word' \(did you mean 'num_words'\?\).*Valid: num_words, maxlen"):
         D.build("imdb", num_word=5000)

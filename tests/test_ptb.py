@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ import torch
 
 import datamodules as D
 from datamodules.files import ChecksumError, MissingDataError
+from localhttp import closed_url
 from datamodules.ptb import (PTB, VariableWindows, batchify, eval_windows, tokenize, train_windows)
 
 COUNTS = {"train": 929_589, "valid": 73_760, "test": 82_430}  # MANIFEST section 2: words + <eos>
@@ -45,19 +45,8 @@ def prepared(data, **kwargs) -> PTB:
     return dm
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An empty home (so ~/.cache/gatezoo/data is empty too)."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
-def closed_url(name: str) -> str:
-    """A URL on a local port nobody listens on: the download fails at once, like offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{name}"
 
 
 def joined(batches) -> tuple[torch.Tensor, torch.Tensor]:

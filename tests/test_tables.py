@@ -87,3 +87,11 @@ def test_rows_can_carry_their_own_settings():
     cfg = config.compose("table3_jozefowicz", "quick", ["grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
     points = {p[0]: p[2] for p in runner.grid_points(cfg)}
     assert points["tanh_rnn"]["optim.lr"] == 5.0 and points["lstm_f"]["optim.lr"] == 10.0  # merged, not replaced
+
+
+def test_overrides_after_cells_are_overrides():
+    args = runner.parse_args(["--cells", "lstm", "gru", "trainer.max_epochs=2", "--seeds", "2", "cell.backend=eager"],
+                             "table2_simplified")
+    assert args.cells == ["lstm", "gru"] and args.overrides == ["trainer.max_epochs=2", "cell.backend=eager"]
+    with pytest.raises(SystemExit):
+        runner.parse_args(["--cells", "trainer.max_epochs=2"], "table2_simplified")
