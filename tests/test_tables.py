@@ -82,7 +82,7 @@ def test_published_literature_rows():
 def test_rows_can_carry_their_own_settings():
     points = {p[0]: p[2] for p in runner.grid_points(config.compose("table3_jozefowicz", "quick", []))}
     assert points["tanh_rnn"] == {"cell.name": "tanh_rnn", "optim.lr": 2.0, "task.net.param_budget": "5M"}
-    assert points["lstm_f"]["optim.lr"] == 10.0
+    assert points["lstm_f"]["optim.lr"] == 10.0 and points["lstm_o"]["optim.lr"] == 10.0
     assert points["lstm"] == {"cell.name": "lstm", "task.net.param_budget": "5M"}
     cfg = config.compose("table3_jozefowicz", "quick", ["grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
     points = {p[0]: p[2] for p in runner.grid_points(cfg)}
