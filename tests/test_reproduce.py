@@ -40,7 +40,8 @@ def test_table_script_runs_end_to_end_with_smoke(name, workdir):
     records = results.load_records(workdir / "results", table=name)
     assert len(records) == len(ran)
     rec = records[0]
-    assert rec["git"] and rec["wall_s"] > 0 and rec["provenance"] and rec["preset"] == "smoke"
+    # wall_s is rounded to 0.1 s: a 4-batch smoke run on an idle machine can take less than 0.05 s
+    assert rec["git"] and rec["wall_s"] >= 0 and rec["provenance"] and rec["preset"] == "smoke"
     assert rec["curve"]["epoch"] == [1] and "test/acc" in rec["curve"]
     tables = workdir / "results" / "tables"
     assert (tables / f"{name}.md").read_text().count("not run") >= 1
