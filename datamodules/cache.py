@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 import torch
 
@@ -20,6 +21,26 @@ CACHE_FORMAT = 1  # bump when a processed layout changes: old cache files are th
 
 def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or DEFAULT_CACHE).expanduser().absolute()
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write whose content appears at ``path`` whole or not at all (records, checkpoints, caches).
+
+    It is a temp file in the same directory (os.replace is atomic only within one file system), named with a leading
+    '.' (so the record loader never picks it up), synced, then renamed over ``path``; an error deletes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def cached(name: str, key: dict, build: Callable[[], dict]) -> dict:
@@ -38,15 +59,8 @@ def cached(name: str, key: dict, build: Callable[[], dict]) -> dict:
             console().log(f"[yellow]processed cache {path} is unreadable ({type(e).__name__}); rebuilding")
     data = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_file(path) as f:
+            torch.save(data, f)
     except OSError as e:  # a read-only cache costs time, not correctness
         console().log(f"[yellow]could not write the processed cache {path} ({e}); set ${ENV_CACHE}")
     return data

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -26,6 +24,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from datamodules.cache import atomic_file  # the one atomic writer (records, caches, checkpoints)
 
 
 class ExpLossLR(L.Callback):
@@ -126,18 +126,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as fh:
+            torch.save(checkpoint, fh)
 
 
 def rng_states() -> dict:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
 import socket
-import tempfile
 import uuid
 import warnings
 from decimal import Decimal
@@ -66,23 +64,13 @@ def _number(text: str):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part.
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part
+    (``datamodules.cache.atomic_file``)."""
+    from datamodules.cache import atomic_file  # here, not at the top: reading records must not load the data stack
 
-    The temp file lives in the same directory (os.replace is atomic only within one file system) and starts
-    with '.' so ``load_records`` never picks it up."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

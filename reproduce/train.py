@@ -61,6 +61,13 @@ def git_revision() -> str:
         return "unknown"
 
 
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Where a run's final evaluations outside the Trainer run (beam search, batch-1 perplexities): the GPU when the
+    trainer may use one and one is visible."""
+    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
+
+
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     kwargs = OmegaConf.to_container(cfg.task.data, resolve=True)
     return datamodules.build(cfg.task.name, data_dir=cfg.paths.data_dir, seed=cfg.seed, protocol=cfg.protocol,

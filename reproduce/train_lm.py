@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cells
@@ -31,7 +30,7 @@ from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Re
 from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, cache_pointer_perplexity,
                                        evaluate_perplexity, final_checkpoint, load_model)
 from lit_models.sizing import hidden_for_budget
-from reproduce.train import build_datamodule, build_logger, git_revision, status
+from reproduce.train import build_datamodule, build_logger, eval_device, git_revision, status
 
 MONITOR = "val/ppl"
 
@@ -85,10 +84,6 @@ def _stamp(path: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
-def _device(cfg: DictConfig) -> torch.device:
-    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return torch.device("cuda" if gpu else "cpu")
-
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     """Train one language model in ``run_dir`` (resuming there) and return its result record."""
@@ -125,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
               + (" (stalled: stopped)" if tune.stopped else ""))
 
     # (c) the final numbers at the test batch size, base and final model
-    device, bs, bptt = _device(cfg), data.test_batch_size, data.bptt
+    device, bs, bptt = eval_device(cfg), data.test_batch_size, data.bptt
     show = cfg.trainer.enable_progress_bar
 
     def perplexities(net, what):
@@ -196,7 +191,7 @@ def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
-    net = load_model(path, map_location=_device(cfg))[0]
+    net = load_model(path, map_location=eval_device(cfg))[0]
     report = cells.compress_gates(net, **spec) if spec else None
     if what == "ppl_cache":
         c = cfg.task.lm.cache

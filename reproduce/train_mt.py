@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cells
@@ -28,7 +27,8 @@ from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Re
 from lit_models.seq2seq import Seq2Seq
 from lit_models.translator import Translator, load_translator, translate
 from reproduce.results import atomic_write_text
-from reproduce.train import build_datamodule, build_logger, build_optimizer, git_revision, status
+from reproduce.train import (build_datamodule, build_logger, build_optimizer, eval_device, git_revision,
+                             status)
 
 MONITOR = "val/ppl"
 
@@ -39,10 +39,6 @@ def build_net(cfg: DictConfig, dm) -> Seq2Seq:
                    cell_options=OmegaConf.to_container(c.options, resolve=True),
                    **OmegaConf.to_container(cfg.task.net, resolve=True))
 
-
-def _device(cfg: DictConfig) -> torch.device:
-    gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return torch.device("cuda" if gpu else "cpu")
 
 
 def bleu_of(net: Seq2Seq, dm, split: str, mt: DictConfig, out_dir: Path | None = None,
@@ -91,7 +87,7 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     best = curves.best(MONITOR, mode="min")
 
     t1 = time.time()
-    best_net = load_translator(run_dir / "best.ckpt", map_location=_device(cfg))[0]
+    best_net = load_translator(run_dir / "best.ckpt", map_location=eval_device(cfg))[0]
     dm.setup("test")
     test = bleu_of(best_net, dm, "test", mt, out_dir=run_dir, progress=cfg.trainer.enable_progress_bar)
     print(f"[{name}] test BLEU {test['bleu']:.2f} (tokenised{', lowercased' if mt.bleu_lowercase else ''}), "
@@ -133,7 +129,7 @@ def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ble
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("test")
-    net = load_translator(path, map_location=_device(cfg))[0]
+    net = load_translator(path, map_location=eval_device(cfg))[0]
     report = cells.compress_gates(net, **spec) if spec else None
     scores = bleu_of(net, dm, "test", cfg.task.mt, progress=False)
     return scores[metric.split("/")[1]], report
