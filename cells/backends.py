@@ -97,14 +97,17 @@ def fused(fz, x: Tensor, state: tuple, lengths: Tensor | None):
     params = [fz.w_ih, fz.w_hh, fz.bias, torch.zeros_like(fz.bias)]  # one bias per gate: b_hh is zero
     kernel = torch.lstm if fz.mode == "lstm" else torch.rnn_tanh
     hx_arg = hx if fz.mode == "lstm" else hx[0]
+    # `train` (no dropout here) makes cuDNN keep what its backward needs: without it a GPU backward raises "cudnn RNN
+    # backward can only be called in training mode" (found on an H100; the CPU kernel does not care)
+    train = torch.is_grad_enabled()
     if lengths is None:
-        res = kernel(x, hx_arg, params, True, 1, 0.0, False, False, True)
+        res = kernel(x, hx_arg, params, True, 1, 0.0, train, False, True)
         out, new = res[0], res[1:]
     else:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         sort, unsort = packed.sorted_indices, packed.unsorted_indices
         hx_arg = tuple(h[:, sort] for h in hx) if fz.mode == "lstm" else hx[0][:, sort]
-        res = kernel(packed.data, packed.batch_sizes, hx_arg, params, True, 1, 0.0, False, False)
+        res = kernel(packed.data, packed.batch_sizes, hx_arg, params, True, 1, 0.0, train, False)
         out, _ = pad_packed_sequence(packed._replace(data=res[0]), batch_first=True, total_length=x.shape[1])
         new = tuple(h[:, unsort] for h in res[1:])
     return out, tuple(s.squeeze(0) for s in new), None

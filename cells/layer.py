@@ -75,6 +75,12 @@ class Recurrent(nn.Module):
                              f"{', '.join(cell_cls.exact_backends())})")
 
     # ---- helpers -----------------------------------------------------------------------------------------------------
+    def weights(self) -> list:
+        """(W, b, R) of every cell, built once for several ``forward`` calls (pass as ``weights=``): a caller that runs
+        one step at a time (a decoder) assembles the stacked matrices once per sequence, not once per step, and
+        DropConnect then keeps one mask for the whole sequence, as it does for a full-sequence call."""
+        return [self._weights(cell) for cell in self.cells]
+
     def _weights(self, cell):
         """(W, b, R) for one forward call, with DropConnect applied to R in training."""
         W, b = cell.input_weights()
@@ -120,8 +126,12 @@ class Recurrent(nn.Module):
         return lengths
 
     # ---- forward -----------------------------------------------------------------------------------------------------
-    def forward(self, x: Tensor, state=None, lengths: Tensor | None = None, return_gates: bool = False):
+    def forward(self, x: Tensor, state=None, lengths: Tensor | None = None, return_gates: bool = False,
+                weights: list | None = None):
         lengths = self._check_input(x, state, lengths)
+        if weights is not None and len(weights) != len(self.cells):
+            raise ValueError(f"{self.cell_name}: weights must be layer.weights() of this layer ({len(self.cells)} "
+                             f"cells), got {len(weights)} entries")
         B, T, _ = x.shape
         n, L, D = self.hidden_size, self.num_layers, self.directions
         valid = None
@@ -143,7 +153,7 @@ class Recurrent(nn.Module):
                 extra = cell.extra_inputs(xin)
                 if extra is not None:
                     xin = torch.cat([xin, extra], -1)
-                W, b, R = self._weights(cell)
+                W, b, R = self._weights(cell) if weights is None else weights[k]
                 s0 = tuple(s[k] for s in state) + tuple(torch.zeros_like(state[0][k]) for _ in range(cell.extra_state))
                 fz = None if (return_gates or self.backend == "eager") else cell.fused(W, b, R)
                 how = self.backend_for(cell, fz, return_gates)

@@ -19,6 +19,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -116,7 +117,7 @@ SOURCES: dict[str, Source] = {
     # of the sorted (name, SHA-256) list of its 19,997 messages must equal that of the shared copy, whose every
     # message matches its source's git blob (MANIFEST section 4). Tar metadata may differ; the texts may not.
     "news20": Source("20newsgroups/news20.tar.gz",
-                     ("http://www.cs.cmu.edu/afs/cs.cmu.edu/project/theo-20/www/data/news20.tar.gz",),
+                     ("https://www.cs.cmu.edu/afs/cs.cmu.edu/project/theo-20/www/data/news20.tar.gz",),
                      ("f9ea439854814b33c5315f72a19848b9629ba752d38ad8d2df053c3f325e29c1",),
                      members=r"20_newsgroup/[^/]+/[0-9]+",
                      content_sha256="2fc6e0835485519d592fb665b453e3fa702d13e0a2bfab545be58fdf6710efa3"),
@@ -155,26 +156,26 @@ SOURCES: dict[str, Source] = {
     # here once a trusted copy has been hashed.
     "iwslt14_de_en": Source("iwslt14/orig/de-en.tgz",
                             ("https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz",
-                             "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"),
+                             "https://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"),
                             members=r"de-en/IWSLT14\.(TED\.dev2010|TEDX\.dev2012|TED\.tst201[012])"
                                     r"\.de-en\.(de|en)\.xml",
                             content_sha256="2800b5c089c26620afd8a2373366de1b00a33d2797d224b67f9c97a6051fbb76"),
     # WMT'14 en-de training corpora as fairseq's prepare-wmt14en2de.sh --icml17 downloads them, and WMT19's dev
     # tarball (newstest2012/2013); SHA-256s and sizes as TFDS pins them (url_checksums/wmt14_translate.txt).
     "wmt14_europarl": Source("wmt14/training-parallel-europarl-v7.tgz",
-                             ("http://www.statmt.org/wmt13/training-parallel-europarl-v7.tgz",),
+                             ("https://www.statmt.org/wmt13/training-parallel-europarl-v7.tgz",),
                              ("0224c7c710c8a063dfd893b0cc0830202d61f4c75c17eb8e31836103d27d96e7",)),
     "wmt14_commoncrawl": Source("wmt14/training-parallel-commoncrawl.tgz",
-                                ("http://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",),
+                                ("https://www.statmt.org/wmt13/training-parallel-commoncrawl.tgz",),
                                 ("c7a74e2ea01ac6c920123108627e35278d4ccb5701e15428ffa34de86fa3a9e5",)),
     "wmt14_news_commentary": Source("wmt14/training-parallel-nc-v9.tgz",
-                                    ("http://www.statmt.org/wmt14/training-parallel-nc-v9.tgz",),
+                                    ("https://www.statmt.org/wmt14/training-parallel-nc-v9.tgz",),
                                     ("cb8953f292298e6877ae433c98912b927cb0766b303f4540512ddd286c748485",)),
-    "wmt14_dev": Source("wmt14/dev.tgz", ("http://data.statmt.org/wmt19/translation-task/dev.tgz",),
+    "wmt14_dev": Source("wmt14/dev.tgz", ("https://data.statmt.org/wmt19/translation-task/dev.tgz",),
                         ("7a7deccf82ebb05ba508dba5eb21356492224e8f630ec4f992132b029b4b25e7",)),
     # The full newstest2014 (3,003 segments); no published SHA-256 of the tarball, so checked by content: its four
     # de-en .sgm files must be the shared ones (MANIFEST, WMT'14 section).
-    "wmt14_test_full": Source("wmt14/test-full.tgz", ("http://www.statmt.org/wmt14/test-full.tgz",),
+    "wmt14_test_full": Source("wmt14/test-full.tgz", ("https://www.statmt.org/wmt14/test-full.tgz",),
                               members=r"test-full/newstest2014-deen-(src|ref)\.(de|en)\.sgm",
                               content_sha256="33310232c92cee6ea1b87570e9493e11245dae6c6e0c8fd6906f679bd0174738"),
     # newstest2014 as plain text (sacrebleu's wmt14/full src/ref text), made from the .sgm files; no download.
@@ -309,8 +310,17 @@ def _writable(root: Path, rel: str) -> bool:
     return d.is_dir() and os.access(d, os.W_OK) and bool(d.stat().st_mode & 0o222)
 
 
+def _secure(url: str) -> bool:
+    """https only: a plain-http download could be altered on the way (the checksum would catch it, but a content
+    check covers only some members of an archive). Plain http is allowed for this machine alone (the tests' server)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
+
 def _download(key: str, src: Source, url: str, root: Path) -> Path:
     """Download into a temp file beside the target, verify, then rename: a partial file never has the real name."""
+    if not _secure(url):
+        raise DataError(f"{key}: refusing to download {url}: only https URLs are used")
     dest = root / (src.saved_as or src.path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")

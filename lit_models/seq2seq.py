@@ -75,10 +75,11 @@ class Seq2Seq(nn.Module):
 
     # ---- decoder -----------------------------------------------------------------------------------------------------
     def decode_step(self, y_prev: Tensor, feed: Tensor, state, memory: Tensor, keys: Tensor, mask: Tensor,
-                    return_gates: bool = False):
-        """One step from tokens y_prev (B,) and h~_{t-1} (B, nhid) -> (h~_t, state, attention (B, S)[, gates])."""
+                    return_gates: bool = False, weights: list | None = None):
+        """One step from tokens y_prev (B,) and h~_{t-1} (B, nhid) -> (h~_t, state, attention (B, S)[, gates]).
+        ``weights``: ``self.decoder.weights()``, built once per sequence by the caller (else once per step)."""
         x = torch.cat([self.drop(self.tgt_embed(y_prev)), feed], -1)[:, None]
-        res = self.decoder(x, state, return_gates=return_gates)
+        res = self.decoder(x, state, return_gates=return_gates, weights=weights)
         h, state = res[0][:, 0], res[1]
         score = torch.bmm(keys, h[:, :, None]).squeeze(-1).masked_fill(~mask, float("-inf"))  # Luong eq. 8
         a = torch.softmax(score, -1)                                                         # eq. 7
@@ -92,10 +93,10 @@ class Seq2Seq(nn.Module):
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: logits (B, T, V) of the tokens after each of ``tgt_in`` (bos + target, without the last)."""
         memory, keys, mask, state = self.encode(src, src_lengths)
-        feed = memory.new_zeros(src.shape[0], self.nhid)
+        feed, w = memory.new_zeros(src.shape[0], self.nhid), self.decoder.weights()
         outs = []
         for t in range(tgt_in.shape[1]):
-            feed, state, _ = self.decode_step(tgt_in[:, t], feed, state, memory, keys, mask)
+            feed, state, _ = self.decode_step(tgt_in[:, t], feed, state, memory, keys, mask, weights=w)
             outs.append(feed)
         return self.logits(torch.stack(outs, 1))
 
@@ -118,10 +119,10 @@ def decoder_gates(net: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt: Tensor, *
     net.eval()
     try:
         memory, keys, mask, state = net.encode(src, src_lengths)
-        feed = memory.new_zeros(src.shape[0], net.nhid)
+        feed, w = memory.new_zeros(src.shape[0], net.nhid), net.decoder.weights()
         out: dict[str, list[Tensor]] = {g: [] for g in gates}
         for t in range(tgt.shape[1] - 1):
-            feed, state, _, g = net.decode_step(tgt[:, t], feed, state, memory, keys, mask, return_gates=True)
+            feed, state, _, g = net.decode_step(tgt[:, t], feed, state, memory, keys, mask, return_gates=True, weights=w)
             g = g[layer] if isinstance(g, list) else g
             real = tgt[:, t + 1] != net.pad
             for k in gates:
@@ -151,13 +152,13 @@ def greedy(net: Seq2Seq, src: Tensor, src_lengths: Tensor, *, bos: int, eos: int
     memory, keys, mask, state = net.encode(src, src_lengths)
     B = src.shape[0]
     y = torch.full((B,), bos, dtype=torch.long, device=src.device)
-    feed = memory.new_zeros(B, net.nhid)
+    feed, w = memory.new_zeros(B, net.nhid), net.decoder.weights()
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     score = memory.new_zeros(B)
     out = []
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)
     for step in range(int(limits.max())):
-        feed, state, _ = net.decode_step(y, feed, state, memory, keys, mask)
+        feed, state, _ = net.decode_step(y, feed, state, memory, keys, mask, weights=w)
         best, y = next_logprobs(net, feed, bos=bos, eos=eos, last=limits == step + 1).max(-1)
         score = score + best.masked_fill(done, 0.0)
         out.append(y.masked_fill(done, eos))
@@ -198,7 +199,7 @@ def beam_search(net: Seq2Seq, src: Tensor, src_lengths: Tensor, *, bos: int, eos
     alive = list(range(B))  # the sentences still searched; a done one leaves the batch (no work on it after)
     rows = torch.arange(B, device=dev).repeat_interleave(K)            # hypothesis row -> its sentence's position
     memory, keys, mask, state = memory[rows], keys[rows], mask[rows], _reorder(state, rows)
-    feed = memory.new_zeros(B * K, net.nhid)
+    feed, w = memory.new_zeros(B * K, net.nhid), net.decoder.weights()
     y = torch.full((B * K,), bos, dtype=torch.long, device=dev)
     scores = memory.new_full((B, K), float("-inf"))
     scores[:, 0] = 0.0                                                   # all K start as the same empty hypothesis
@@ -206,7 +207,7 @@ def beam_search(net: Seq2Seq, src: Tensor, src_lengths: Tensor, *, bos: int, eos
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(B)]
     for step in range(max(limits)):
         A = len(alive)
-        feed, state, _ = net.decode_step(y, feed, state, memory, keys, mask)
+        feed, state, _ = net.decode_step(y, feed, state, memory, keys, mask, weights=w)
         last = torch.tensor([limits[b] == step + 1 for b in alive], device=dev).repeat_interleave(K)
         logp = next_logprobs(net, feed, bos=bos, eos=eos, last=last)   # (A*K, V)
         V = logp.shape[-1]

@@ -1013,3 +1013,25 @@ def test_cli_lists_every_cell():
     out = _cli("-m", "28", "-n", "50")
     assert "11,600" in out and "4,100" in out  # LSTM1 and LSTM3 of Lu & Salem, row MNIST
     assert _cli("--describe", "lstm1").strip() == cells.describe("lstm1").strip()
+
+
+def test_fused_kernel_keeps_what_cudnn_backward_needs(monkeypatch):
+    """cuDNN raises "cudnn RNN backward can only be called in training mode" when the kernel's `train` flag is off
+    (found on an H100: every cudnn-backend backward failed; the CPU kernel ignores the flag, so record it here): the
+    flag must follow autograd, also in eval mode, and be off under no_grad."""
+    seen = []
+    real = torch.lstm
+
+    def spy(*args):
+        seen.append(args[6] if isinstance(args[1], tuple) else args[7])  # train: after dropout, packed or not
+        return real(*args)
+
+    monkeypatch.setattr(torch, "lstm", spy)
+    layer = cells.build("lstm", 3, 4, backend="cudnn").eval()
+    x = torch.randn(2, 5, 3)
+    layer(x)
+    layer(x, lengths=torch.tensor([5, 3]))
+    with torch.no_grad():
+        layer(x)
+        layer(x, lengths=torch.tensor([5, 3]))
+    assert seen == [True, True, False, False]

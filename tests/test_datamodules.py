@@ -15,6 +15,7 @@ import os
 import re
 import tarfile
 import zipfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,16 @@ def test_download_from_a_local_server(tmp_path, home, server, monkeypatch):
         readonly.chmod(0o755)
     (tmp_path / "a-file").write_text("")  # a data dir that cannot exist: found in ~/.cache now
     assert D.fetch("tiny", tmp_path / "a-file" / "data") == path and len(server.hits) == 2
+
+
+def test_every_download_url_is_https_and_plain_http_is_refused(tmp_path, home, monkeypatch):
+    plain = [(k, u) for k, src in D.SOURCES.items() for u in src.urls if not u.startswith("https://")]
+    assert plain == []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("an http URL was opened"))
+    monkeypatch.setitem(D.SOURCES, "tiny", Source("tiny/tiny.bin", ("http://example.org/tiny.bin",), ("0" * 64,)))
+    with pytest.raises(MissingDataError, match="refusing to download http://example.org/tiny.bin: only https"):
+        D.fetch("tiny", tmp_path / "data")
+    assert not (tmp_path / "data/tiny").exists() or list((tmp_path / "data/tiny").iterdir()) == []
 
 
 def test_download_with_a_wrong_hash_is_rejected_and_removed(tmp_path, home, server, monkeypatch):

@@ -128,3 +128,28 @@ def test_decoder_gates_are_the_first_layer_on_real_target_steps():
     assert torch.allclose(g["f"][0], first[0]["f"][0, 0])
     with pytest.raises(ValueError, match="no gate 'q'"):
         decoder_gates(net, src, n, tgt, gates=("q",))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "g2_lstm", "gru"])
+def test_decoder_weights_built_once_give_the_per_step_numbers(cell):
+    """forward builds the decoder's stacked weights once per sequence (layer.weights()); the logits and every gradient
+    must be those of the step loop that rebuilds them at every step."""
+    net = model(cell)
+    src, n = batch([7, 5, 9])
+    tgt_in = torch.randint(3, 23, (3, 6), generator=torch.Generator().manual_seed(2))
+    fast = net(src, n, tgt_in)
+    gf = torch.autograd.grad(fast.square().sum(), list(net.parameters()), allow_unused=True)
+    memory, keys, mask, state = net.encode(src, n)
+    feed, outs = memory.new_zeros(3, net.nhid), []
+    for t in range(tgt_in.shape[1]):
+        feed, state, _ = net.decode_step(tgt_in[:, t], feed, state, memory, keys, mask)  # no weights: per step
+        outs.append(feed)
+    slow = net.logits(torch.stack(outs, 1))
+    gs = torch.autograd.grad(slow.square().sum(), list(net.parameters()), allow_unused=True)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+    for a, b in zip(gf, gs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="layer.weights"):
+        net.decoder(torch.zeros(3, 1, net.decoder.input_size), weights=[])
