@@ -41,20 +41,38 @@ class ExpLossLR(L.Callback):
         if loss is not None and torch.isfinite(loss):
             self._sum, self._count = self._sum + loss.item(), self._count + 1
 
+    def _total(self, trainer) -> tuple[float, int]:
+        """The epoch's loss sum and count so far, over every rank under DDP (each rank saw its shard, and every rank
+        must set the same rate, or the replicas drift apart)."""
+        if trainer is None or trainer.world_size == 1:
+            return self._sum, self._count
+        both = torch.tensor([self._sum, float(self._count)], dtype=torch.float64, device=trainer.strategy.root_device)
+        both = trainer.strategy.reduce(both, reduce_op="sum").cpu()
+        return float(both[0]), int(round(float(both[1])))
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self._count:
+        total, count = self._total(trainer)
+        if not count:
             return
-        lr = self.eta0 * math.exp(self._sum / self._count)  # Lu & Salem, sec. III.A: eta = eta0 * exp(C)
+        lr = self.eta0 * math.exp(total / count)  # Lu & Salem, sec. III.A: eta = eta0 * exp(C)
         for opt in trainer.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
-        pl_module.log("lr", lr)
+        pl_module.log("lr", lr, sync_dist=True)  # the same on every rank (DDP)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict:  # a run resumed in the middle of an epoch keeps the epoch's loss so far
-        return {"sum": self._sum, "count": self._count}
+        # DDP: every rank saves (so this collective is safe) and rank 0's file holds the sums over all ranks
+        total, count = self._total(getattr(self, "_trainer", None))
+        return {"sum": total, "count": count}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._sum, self._count = state_dict["sum"], state_dict["count"]
+        # DDP: the sums over all ranks go to rank 0 alone (the epoch's end adds the ranks up)
+        other_rank = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+            torch.distributed.get_rank() != 0
+        self._sum, self._count = (0.0, 0) if other_rank else (state_dict["sum"], state_dict["count"])
 
 
 class Curves(L.Callback):
@@ -103,11 +121,16 @@ class Curves(L.Callback):
 def stop_if_nonfinite(module, loss, batch_idx: int) -> bool:
     """A NaN or inf training loss stops the run: ``module.nonfinite`` names the step, the trainer stops, and the caller
     returns None so that Lightning skips backward and the step (the checkpoints keep the weights from before it)."""
-    if torch.isfinite(loss):
+    bad = not bool(torch.isfinite(loss))
+    trainer = module._trainer
+    ddp = trainer is not None and trainer.world_size > 1
+    if ddp:  # all ranks skip the step together (one rank alone would hang the others in the gradient sync)
+        bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+    if not bad:
         return False
     module.nonfinite = f"epoch {module.current_epoch}, batch {batch_idx}"
-    module.print(f"non-finite training loss ({loss.item()}) at {module.nonfinite}: stopping; the last checkpoint "
-                 f"holds the weights from before it")
+    module.print(f"non-finite training loss ({loss.item()}{' on rank 0; another rank had one' if ddp else ''}) at "
+                 f"{module.nonfinite}: stopping; the last checkpoint holds the weights from before it")
     module.trainer.should_stop = True
     return True
 
@@ -162,8 +185,8 @@ class ResumableLoader:
     Lightning, resuming mid-epoch, iterates the loader afresh and only counts the batches it had done, so the rest of
     the epoch would be the first batches of a new shuffle. This wrapper keeps the state of the loader's shuffling
     generator from before each pass; ``resume(state, k)`` makes the next pass draw the same order and drop its first k
-    batches (they are loaded, then dropped). Exact with ``num_workers=0``. Not under DDP: Lightning must see the
-    DataLoader itself to give each process its shard."""
+    batches (they are loaded, then dropped). Exact with ``num_workers=0``. Under DDP it wraps the rank's shard
+    (``datamodules.shard``), whose order (seed, epoch) Lightning sets through ``sampler.set_epoch``."""
 
     def __init__(self, loader):
         self.loader, self.generator = loader, getattr(loader, "generator", None)
@@ -171,6 +194,14 @@ class ResumableLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    @property
+    def sampler(self):  # Lightning calls set_epoch on it (a DDP shard's DistributedSampler: the epoch's order)
+        return getattr(self.loader, "sampler", None)
+
+    @property
+    def batch_sampler(self):
+        return getattr(self.loader, "batch_sampler", None)
 
     def __iter__(self):
         skip, self._skip = self._skip, 0
@@ -270,18 +301,25 @@ class Resume(Checkpoint):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         mid = self._mid_epoch  # else at an epoch's end (also one cut short), where Lightning's own resume is right
+        # sums (mean x count) and counts, added back after the first resumed batch (addition commutes exactly); under
+        # DDP the sums over all ranks (every rank saves, so the collective is safe; rank 0's file holds them)
+        means = {}
+        for k, m in sorted(_epoch_means(trainer).items()) if mid else ():
+            value, count = m.value.detach().clone(), m.cumulated_batch_size.detach().clone()
+            if trainer.world_size > 1:
+                value, count = (trainer.strategy.reduce(t, reduce_op="sum") for t in (value, count))
+            means[k] = [value.cpu(), count.cpu()]
         checkpoint["resume"] = {
             "batches": self._batches if mid else 0, "rng": rng_states(),
-            "loader": self.loader.state() if self.loader is not None else None,
-            # sums (mean x count) and counts, added back after the first resumed batch (addition commutes exactly)
-            "means": {k: [m.value.detach().cpu(), m.cumulated_batch_size.detach().cpu()]
-                      for k, m in _epoch_means(trainer).items()} if mid else {}}
+            "loader": self.loader.state() if self.loader is not None else None, "means": means}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         state = checkpoint.get("resume")
         if state is None:  # a checkpoint from before these were saved: Lightning's resume alone
             return
         set_rng_states(state["rng"])  # now, before the loader's next pass draws from them
-        self._means, self._rng = dict(state["means"]), state["rng"] if state["batches"] else None
+        # DDP: the saved sums are over all ranks: rank 0 alone adds them (the epoch's end sums the ranks' means)
+        self._means = dict(state["means"]) if trainer.is_global_zero else {}
+        self._rng = state["rng"] if state["batches"] else None
         if self.loader is not None and state["loader"] is not None:
             self.loader.resume(state["loader"], state["batches"])

@@ -8,17 +8,42 @@ figures; ``("test",)`` under the papers' protocol, where the test set is also wh
 Two outputs of the net mean different losses: one logit is a sigmoid unit with binary cross-entropy (Keras's
 ``Dense(1, activation='sigmoid')`` + ``binary_crossentropy`` of the IMDB models), C logits a softmax with cross-entropy.
 A non-finite training loss stops the run before any step is taken with it, so the last checkpoint stays good.
+
+Under DDP (``reproduce.distributed``) each rank evaluates its shard of a split; the accuracy and loss of a split are
+torchmetrics states (correct, examples, summed losses) added up over the ranks, so the logged number is over the whole
+split, each example once. ``evaluate`` is the final test of a run: one process, the whole loader, no Trainer.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from .callbacks import stop_if_nonfinite
+
+
+class SumRatio(Metric):
+    """Σ numerators / Σ counts over the batches and (DDP) the ranks, summed in float64: accuracy is
+    ``update(correct, examples)``, the example-weighted mean loss ``update(batch_mean_loss * examples, examples)``."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("num", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, num: Tensor, count: int) -> None:
+        self.num += num.detach().double()
+        self.count += count
+
+    def compute(self) -> Tensor:
+        return self.num / self.count
 
 
 class SequenceClassifier(L.LightningModule):
@@ -31,6 +56,9 @@ class SequenceClassifier(L.LightningModule):
         super().__init__()
         self.net, self.optimizer_factory, self.eval_splits = net, optimizer, tuple(eval_splits)
         self.nonfinite: str | None = None  # where the loss stopped being finite, if it did
+        splits = dict.fromkeys((*self.eval_splits, "test"))  # test_step logs test/* too
+        self.acc = nn.ModuleDict({s: SumRatio() for s in splits})  # one metric object per split (and loader)
+        self.mean_loss = nn.ModuleDict({s: SumRatio() for s in splits})
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -47,24 +75,45 @@ class SequenceClassifier(L.LightningModule):
         loss, correct = self.loss_and_correct(self(x), y)
         if stop_if_nonfinite(self, loss, batch_idx):
             return None  # Lightning then skips backward and the optimizer step
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log("train/acc", correct.float() / len(y), on_step=False, on_epoch=True, batch_size=len(y))
+        # sync_dist: under DDP the epoch's means are taken over every rank's batches (once, at the epoch's end)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("train/acc", correct.float() / len(y), on_step=False, on_epoch=True, batch_size=len(y),
+                 sync_dist=True)
         return loss
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+    def _eval_log(self, split: str, batch) -> None:
         x, y = batch
         loss, correct = self.loss_and_correct(self(x), y)
-        split = self.eval_splits[dataloader_idx]
-        # sync_dist: under DDP each process sees a shard; the logged accuracy is over the whole split
-        self.log(f"{split}/loss", loss, batch_size=len(y), add_dataloader_idx=False, sync_dist=True)
-        self.log(f"{split}/acc", correct.float() / len(y), batch_size=len(y), prog_bar=True,
-                 add_dataloader_idx=False, sync_dist=True)
+        self.acc[split].update(correct, len(y))
+        self.mean_loss[split].update(loss.detach().double() * len(y), len(y))
+        # the metric objects: Lightning computes them at the epoch's end (summed over the ranks under DDP) and resets
+        self.log(f"{split}/loss", self.mean_loss[split], add_dataloader_idx=False)
+        self.log(f"{split}/acc", self.acc[split], prog_bar=split == self.eval_splits[0], add_dataloader_idx=False)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        self._eval_log(self.eval_splits[dataloader_idx], batch)
 
     def test_step(self, batch, batch_idx: int):
-        x, y = batch
-        loss, correct = self.loss_and_correct(self(x), y)
-        self.log("test/loss", loss, batch_size=len(y), sync_dist=True)
-        self.log("test/acc", correct.float() / len(y), batch_size=len(y), sync_dist=True)
+        self._eval_log("test", batch)
+
+    @torch.inference_mode()
+    def evaluate(self, loader, context=contextlib.nullcontext) -> dict:
+        """Accuracy and mean loss of the net on every batch of ``loader``, in this process (the final test of a run:
+        the same number whatever the devices the run trained on): {"acc", "loss", "examples"}. ``context``: e.g.
+        the trainer's precision context (``trainer.precision_plugin.forward_context``)."""
+        was_training, device = self.training, next(self.parameters()).device
+        self.eval()
+        correct, total, loss_sum = 0, 0, 0.0
+        try:
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                with context():
+                    loss, c = self.loss_and_correct(self(x), y)
+                correct, total, loss_sum = correct + int(c), total + len(y), loss_sum + float(loss) * len(y)
+        finally:
+            self.train(was_training)
+        return {"acc": correct / total if total else None, "loss": loss_sum / total if total else None,
+                "examples": total}
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())

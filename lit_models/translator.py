@@ -33,12 +33,13 @@ class Translator(L.LightningModule):
         loss, tokens = self.net.loss(batch.src, batch.src_lengths, batch.tgt)
         if stop_if_nonfinite(self, loss, batch_idx):
             return None
-        self.log("train/nll", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=tokens)
+        self.log("train/nll", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, tokens = self.net.loss(batch.src, batch.src_lengths, batch.tgt)
         self.val_ppl.update(loss, tokens)
+        # sync_dist: under DDP the token-weighted sum and the token count are each summed over the ranks
         self.log("val/nll", loss, batch_size=tokens, sync_dist=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True)  # the metric object: Lightning computes it at epoch end
 

@@ -5,6 +5,7 @@ published numbers beside the reproduced ones and draw the curves.
     python reproduce/table2_simplified.py --preset smoke --seeds 3 --cells lstm lstm1 trainer.max_epochs=2
     python reproduce/table2_simplified.py --collect            # the table from results/ without training
     python reproduce/table2_simplified.py --collect --wandb-project me/gatezoo
+    python reproduce/table2_simplified.py --launcher slurm --seeds 3 hydra.launcher.partition=gpu   # one job a point
 
 A grid point that already has a record for this preset and seed is not run again (``--force`` reruns it); one that
 was interrupted (killed, preempted: see ``lit_models.callbacks.Resume``) resumes from its ``last.ckpt``; one that
@@ -12,12 +13,22 @@ another live process is training (its ``run.lock``) is skipped, so several copie
 failed one (non-finite loss) reads "failed" in the table. Under the ``quick`` and ``smoke`` presets the reported test
 accuracy is the one at the epoch of best VALIDATION accuracy (a split of train); under ``paper`` it is the best test
 accuracy over epochs, as the authors' code early-stopped and checkpointed on the test set.
+
+``--launcher slurm`` (or ``submitit_local``: the same grid as local processes) runs the grid as one Hydra
+``--multirun`` of ``reproduce/job.py``, one job per (row, column, seed) that has no record yet, through Hydra's
+submitit launcher (``conf/hydra/launcher/slurm.yaml``; ``hydra.launcher.*`` overrides set partition, account, GPUs,
+time); each job trains its point exactly as a sequential run would. The script waits for the jobs, then prints the
+table; ``--collect`` prints it again at any time from the records the jobs wrote.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -31,6 +42,8 @@ import cells
 from reproduce import compare, config, results
 
 console = Console(width=max(Console().width, 120))  # tables stay readable in logs (no terminal: 80)
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHERS = ("slurm", "submitit_local")  # conf/hydra/launcher/slurm.yaml; submitit_local: the plugin's own
 
 
 def label(axis, value) -> str:
@@ -122,6 +135,10 @@ def parse_args(argv, name: str):
     ap.add_argument("--collect", action="store_true", help="build the table from finished runs, train nothing")
     ap.add_argument("--wandb-project", help="with --collect: read the records from this W&B project")
     ap.add_argument("--force", action="store_true", help="rerun grid points that already have a record")
+    ap.add_argument("--launcher", choices=LAUNCHERS,
+                    help="run the grid as Hydra multirun jobs, one per (row, column, seed): slurm submits them to "
+                         "SLURM (default preset: paper), submitit_local runs them as local processes; hydra.launcher.* "
+                         "overrides configure it (hydra.launcher.partition=gpu hydra.launcher.timeout_min=720)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2 cell.backend=eager")
     args = ap.parse_args(argv)
     if args.cells:  # `--cells lstm gru trainer.max_epochs=2`: argparse gives the overrides to --cells; a cell name
@@ -129,6 +146,10 @@ def parse_args(argv, name: str):
         args.cells = [c for c in args.cells if "=" not in c] or ap.error("--cells: no cell named")
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
+    args.hydra = [o for o in args.overrides if is_hydra_override(o)]  # the launcher's: for reproduce/job.py
+    args.overrides = [o for o in args.overrides if not is_hydra_override(o)]
+    if args.hydra and not args.launcher:
+        ap.error(f"{' '.join(args.hydra)}: hydra.* overrides configure a --launcher; none was chosen")
     return args
 
 
@@ -155,7 +176,7 @@ def params_table(name: str, argv=None) -> list[dict]:
 
 def main(name: str, argv=None) -> list[dict]:
     args = parse_args(sys.argv[1:] if argv is None else argv, name)
-    preset = args.preset or ("paper" if torch.cuda.is_available() else "quick")
+    preset = args.preset or ("paper" if torch.cuda.is_available() or args.launcher == "slurm" else "quick")
     cfg = config.compose(name, preset, args.overrides)
     console.print(f"[bold]{name}[/]: preset [bold]{preset}[/] (protocol {cfg.protocol}), {args.seeds} seed(s)")
     points = grid_points(cfg, args.cells)
@@ -163,22 +184,36 @@ def main(name: str, argv=None) -> list[dict]:
         for row, _, _ in points:
             cells.get(row)  # an unknown cell fails now, with the valid names, not after the data is prepared
     root = Path(cfg.paths.results)
-    if not args.collect and cfg.table.get("source"):
+    failed = None
+    if not args.collect and args.launcher:
+        failed = submit_grid(cfg, name, preset, points, args.seeds, root, args.force, args.launcher,
+                             args.overrides, args.hydra)
+    elif not args.collect and cfg.table.get("source"):
         derive_grid(cfg, name, points, args.seeds, root, force=args.force)
     elif not args.collect:
         train_grid(cfg, name, points, args.seeds, root, force=args.force)
+    from reproduce import distributed
+    if not distributed.is_global_zero():  # a DDP rank other than 0: it trained; rank 0 prints the table
+        return []
     if args.wandb_project:
         records = results.load_wandb(args.wandb_project, name, preset=preset, entity=cfg.logger.entity)
     else:
         records = results.load_records(root, table=name, preset=preset)
-    return report(cfg, name, points, records, preset)
+    out = report(cfg, name, points, records, preset)
+    if failed:
+        raise SystemExit(failed)
+    return out
 
 
 def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> None:
+    from reproduce import distributed
     from reproduce.train import LOCK, RunBusy, run, run_lock  # lightning and the data modules load only when training
 
+    distributed.launch(cfg)  # trainer=ddp, devices > 1: every process runs this grid; rank 0 decides (agree), writes
+
     def done():
-        return {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=cfg.preset)}
+        return distributed.agree({(r["row"], r["column"], r["seed"])
+                                  for r in results.load_records(root, table=name, preset=cfg.preset)})
 
     finished = done()
     jobs = [(p, cfg.seed + s) for s in range(seeds) for p in points]
@@ -192,16 +227,18 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
             OmegaConf.update(point, key, value)
         run_dir = Path(cfg.paths.runs) / name / cfg.preset / f"{row}__{col}__s{seed}".replace("/", "_")
         try:
-            with run_lock(run_dir):
+            with distributed.held(run_lock, run_dir):
                 if not force and (row, col, seed) in done():  # finished by another process since this one started
                     console.print(f"{tag}: done already (by another process)")
                     continue
-                if force:  # the folder's contents; the lock stays
+                if force and distributed.is_global_zero():  # the folder's contents; the lock stays
                     for old in run_dir.iterdir():
                         if old.name != LOCK:
                             shutil.rmtree(old) if old.is_dir() else old.unlink()
                 console.rule(tag)
                 record = run(point, run_dir, name=f"{name}/{row}/{col}/s{seed}")
+                if record is None:  # a DDP rank other than 0: it trained, rank 0 writes the record
+                    continue
                 record.update(table=name, paper=cfg.table.paper, row=row, column=col, grid=dict(values),
                               notes="; ".join(cfg.table.notes or []))
                 path = results.write_record(record, root)
@@ -211,6 +248,87 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
         if cfg.logger.name == "wandb":
             results.log_record_wandb(record)
         console.print(f"{tag}: {summary(cfg, record)}, {record['wall_s']:.0f} s -> {path}")
+
+
+# ---- cluster grids: the grid as Hydra multirun jobs (reproduce/job.py), one per (row, column, seed) ---------------
+
+def grid_jobs(points, seed: int, seeds: int) -> list[tuple[tuple[str, str, dict], int]]:
+    """(grid point, seed) of every run of a table, in the order ``train_grid`` runs them (seed-major, rows first);
+    a job's ``point`` is its index here (in the grid of all rows: ``--cells`` only chooses which are submitted)."""
+    return [(p, seed + s) for s in range(seeds) for p in points]
+
+
+def is_hydra_override(override: str) -> bool:
+    """``hydra.launcher.partition=gpu``, ``hydra/launcher=...``: for the job's Hydra, not the table's config."""
+    return override.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def hydra_quote(text) -> str:
+    """``text`` as one quoted string of Hydra's override grammar: a quote, and the backslashes before a quote or the
+    end, escaped (``it's`` -> ``'it\\'s'``)."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), str(text)) + "'"
+
+
+def hydra_list(items) -> str:
+    """Strings as a list of Hydra's override grammar: ``['trainer.max_epochs=2','grid.rows.values=[lstm,gru]']``."""
+    return "[" + ",".join(hydra_quote(s) for s in items) + "]"
+
+
+def check_job_processes(cfg, launcher: str, hydra_overrides) -> None:
+    """Several devices per run (``trainer=ddp trainer.devices=N trainer.num_nodes=M``) in grid jobs: SLURM must start
+    the N x M processes (``srun``, which Lightning joins), so the job asks for N tasks per node on M nodes; Lightning's
+    own way on one machine, starting the command line again per device, would start submitit's job runner again."""
+    devices, nodes = cfg.trainer.devices, cfg.trainer.num_nodes
+    if not ((isinstance(devices, int) and devices > 1) or nodes > 1):
+        return
+    if launcher != "slurm":
+        raise SystemExit(f"trainer.devices={devices} trainer.num_nodes={nodes}: several processes per run work in "
+                         f"SLURM grid jobs (--launcher slurm) or without --launcher, not in {launcher} jobs")
+    given = dict(o.split("=", 1) for o in hydra_overrides if "=" in o)
+    want = {"hydra.launcher.tasks_per_node": str(devices), "hydra.launcher.nodes": str(nodes)}
+    if any(given.get(k, "1") != v for k, v in want.items()):
+        raise SystemExit(f"trainer.devices={devices} trainer.num_nodes={nodes} in SLURM jobs: srun starts the "
+                         f"processes, one per device, so add " + " ".join(f"{k}={v}" for k, v in want.items())
+                         + f" hydra.launcher.gpus_per_node={devices}")
+
+
+def submit_grid(cfg, name: str, preset: str, points, seeds: int, root: Path, force: bool, launcher: str,
+                overrides, hydra_overrides) -> str | None:
+    """Run the grid points of ``points`` (all seeds) that have no record (all with ``force``) as one Hydra multirun
+    of ``reproduce/job.py`` on ``launcher``, one job per point, and wait for them. Returns None when every job
+    finished, else what went wrong (the table is printed all the same: from the records there are)."""
+    check_job_processes(cfg, launcher, hydra_overrides)
+    done = {(r["row"], r["column"], r["seed"]) for r in results.load_records(root, table=name, preset=preset)}
+    chosen = {(row, col) for row, col, _ in points}  # --cells: a subset of the rows
+    jobs = grid_jobs(grid_points(cfg), cfg.seed, seeds)
+    todo = [i for i, ((row, col, _), seed) in enumerate(jobs)
+            if (row, col) in chosen and (force or (row, col, seed) not in done)]
+    skipped = len(points) * seeds - len(todo)
+    console.print(f"{name}: {len(todo)} job(s) to run on {launcher}" +
+                  (f", {skipped} done already (a record exists; --force reruns them)" if skipped else ""))
+    if not todo:
+        return None
+    sweep = Path(cfg.paths.runs).absolute() / name / preset / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
+    cmd = [sys.executable, "-m", "reproduce.job", "--multirun", f"hydra/launcher={launcher}",
+           f"table={name}", f"table_preset={preset}", f"seeds={seeds}", "point=" + ",".join(map(str, todo)),
+           f"overrides={hydra_list(overrides)}", f"force={str(force).lower()}",
+           f"hydra.sweep.dir={hydra_quote(sweep)}", *hydra_overrides]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    # the signal submitit has the scheduler send before the time limit: the one lit_models.callbacks.Resume saves a
+    # checkpoint on and stops (submitit's default, USR2, would end the run mid-step, losing the steps since the last
+    # checkpoint)
+    env.setdefault("SUBMITIT_PREEMPT_SIGNAL", "USR1")
+    console.print(f"jobs' logs: {sweep}/.submitit; the table when they are done: "
+                  + shlex.join(["python", f"reproduce/{name}.py", "--preset", preset,
+                                *(["--seeds", str(seeds)] if seeds > 1 else []), "--collect", *overrides]))
+    rc = subprocess.run(cmd, env=env, cwd=Path.cwd()).returncode
+    if rc == 0:
+        return None
+    why = (f"{name}: the {launcher} multirun exited with {rc}: a job failed, was preempted or did not start (its "
+           f"logs: {sweep}/.submitit). Run the same command again: finished points are skipped, interrupted ones "
+           f"resume from their last.ckpt")
+    console.print(f"[red]{why}[/]")
+    return why
 
 
 def derive_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> None:

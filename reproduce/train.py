@@ -36,9 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import cells
 import datamodules
+from datamodules.shard import shard
 from lit_models.callbacks import AtomicCheckpointIO, Curves, ExpLossLR, ResumableLoader, Resume
 from lit_models.classifier import SequenceClassifier
 from lit_models.nets import RNNClassifier
+from reproduce import distributed
 
 # Lightning 2.6's own use of a name torch deprecated; nothing a user can act on
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -116,10 +118,13 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str):
     from reproduce.results import atomic_write_text
 
     id_file = run_dir / "wandb_id"  # a resumed run continues the same W&B run
-    run_id = id_file.read_text().strip() if id_file.exists() else ""
-    if not run_id:
-        run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
-        atomic_write_text(id_file, run_id)
+    run_id = ""
+    if distributed.is_global_zero():  # DDP: rank 0 reads or writes the id, every rank uses it (rank 0 alone logs)
+        run_id = id_file.read_text().strip() if id_file.exists() else ""
+        if not run_id:
+            run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
+            atomic_write_text(id_file, run_id)
+    run_id = distributed.agree(run_id)
     return L.pytorch.loggers.WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=name,
                                          id=run_id, resume="allow",
                                          save_dir=str(run_dir), tags=[cfg.preset, str(cfg.table.name if cfg.table
@@ -127,8 +132,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str):
                                          config=OmegaConf.to_container(cfg, resolve=True))
 
 
-def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
-    """Train one configuration in ``run_dir`` (resuming from its last.ckpt) and return its result record."""
+def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict | None:
+    """Train one configuration in ``run_dir`` (resuming from its last.ckpt) and return its result record (None on the
+    ranks other than 0 of a DDP run: they train, rank 0 evaluates and reports; ``reproduce.distributed``)."""
+    distributed.launch(cfg)  # DDP: the processes and their group, if the script has not started them yet
+    distributed.barrier()  # every rank finds the run folder as rank 0 left it (e.g. emptied by --force)
     if cfg.task.get("kind") == "language_model":  # PTB: its own LightningModule and phases (reproduce/train_lm.py)
         from reproduce.train_lm import run as run_language_model
         return run_language_model(cfg, run_dir, name)
@@ -136,9 +144,10 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
         from reproduce.train_mt import run as run_translation
         return run_translation(cfg, run_dir, name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    print(distributed.batch_line(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
-    dm.prepare_data()
+    distributed.rank_zero_first(dm.prepare_data)
     dm.setup("fit")
     net = build_net(cfg, dm)
     paper_protocol = cfg.protocol == "paper"
@@ -156,17 +165,22 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     if cfg.optim.schedule == "exp_loss":
         callbacks.append(ExpLossLR(cfg.optim.eta0))
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    # use_distributed_sampler=False: under DDP the loaders are sharded here (datamodules.shard), evaluation unpadded
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=callbacks, logger=build_logger(cfg, run_dir, name),
-                        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], **trainer_kwargs)
-    train = dm.train_dataloader()
-    if trainer.world_size == 1:  # DDP shards the DataLoader itself; a mid-epoch resume then restarts the epoch's order
-        train = resume.loader = ResumableLoader(train)
+                        num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                        **trainer_kwargs)
+    rank, world = distributed.rank(), distributed.world_size()
+    train = resume.loader = ResumableLoader(shard(dm.train_dataloader(), rank, world, train=True, seed=cfg.seed))
     loaders = [dm.test_dataloader()] if paper_protocol else [dm.val_dataloader(), dm.test_dataloader()]
+    loaders = [shard(loader, rank, world, train=False) for loader in loaders]
     t0 = time.time()
     trainer.fit(model, train_dataloaders=train, val_dataloaders=loaders,
                 ckpt_path=str(last) if last.exists() else None, weights_only=True)
     wall = time.time() - t0
+    if not distributed.is_global_zero():
+        return None
     best = curves.best(monitor)
+    final = final_test(model, run_dir / "best.ckpt", dm, cfg, trainer)
     counted = sum(p.numel() for p in net.rnn.parameters())
     params = cells.num_params(cfg.cell.name, net.rnn.input_size, cfg.cell.hidden_size,
                               num_layers=cfg.cell.num_layers, bidirectional=cfg.cell.bidirectional)
@@ -174,7 +188,9 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     test_curve = [r.get("test/acc", math.nan) for r in curves.rows]
     # "best": at the epoch the monitored accuracy chose (val/acc; test/acc under the papers' protocol, where it is
     # then the best test accuracy over epochs, the number the papers print)
-    metrics = {"test/acc_best": best.get("test/acc"), "val/acc_best": best.get("val/acc"),
+    # test/acc_best: best.ckpt on the whole test split, evaluated here in one process (final_test)
+    metrics = {"test/acc_best": final.get("acc", best.get("test/acc")), "test/loss_best": final.get("loss"),
+               "test/examples": final.get("examples"), "val/acc_best": best.get("val/acc"),
                "train/acc_best": best.get("train/acc"), "best_epoch": best.get("epoch"),
                "epochs": len(curves.rows), "test/acc_max": max(test_curve, default=None)}
     if model.nonfinite:
@@ -184,7 +200,21 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
     return {"cell": cfg.cell.name, "seed": cfg.seed, "preset": cfg.preset, "protocol": cfg.protocol,
             "metrics": metrics, "curve": curves.as_columns(), "params": params, "wall_s": round(wall, 1),
             **status(metrics), "git": git_revision(), "provenance": getattr(dm, "provenance", ""),
-            "run_dir": str(run_dir), "config": OmegaConf.to_container(cfg, resolve=True)}
+            "run_dir": str(run_dir), **distributed.describe(cfg), "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def final_test(model: SequenceClassifier, best: Path, dm, cfg: DictConfig, trainer) -> dict:
+    """The test numbers of the record: the best checkpoint (the epoch the monitor chose) on the whole test split, in
+    this process alone (rank 0 under DDP), with the loader a single-device run uses, so the number is the one a
+    single-process evaluation of that checkpoint gives, whatever the devices the run trained on (the per-epoch curves
+    evaluate ``trainer.limit_val_batches`` batches per rank). {} when there is no best checkpoint (a run stopped by a
+    non-finite loss before its first validation)."""
+    if not best.exists():
+        return {}
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    model.to(eval_device(cfg))
+    dm.setup("test")
+    return model.evaluate(dm.test_dataloader(), context=trainer.precision_plugin.forward_context)
 
 
 def status(metrics: dict) -> dict:
@@ -246,8 +276,9 @@ def config_key(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def main(argv=None) -> dict:
-    """``python -m reproduce.train [--preset P] [overrides]``: one run, its record under results/single/."""
+def main(argv=None) -> dict | None:
+    """``python -m reproduce.train [--preset P] [overrides]``: one run, its record under results/single/ (None on the
+    ranks other than 0 of a DDP run)."""
     import argparse
     import sys
 
@@ -259,18 +290,21 @@ def main(argv=None) -> dict:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides: task=imdb cell.name=gru optim=adam ...")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     cfg = config.compose(None, args.preset, args.overrides)
+    distributed.launch(cfg)  # DDP: every process runs the rest; rank 0 picks the folder and writes the record
     root, key = Path(cfg.paths.runs) / "single", config_key(cfg)
     stamp = time.strftime("%Y%m%d-%H%M%S")  # + a random suffix: two runs started in the same second get two folders
     fresh = root / f"{cfg.task.name}__{cfg.cell.name}__s{cfg.seed}__{key}__{stamp}__{uuid.uuid4().hex[:6]}"
     # the newest unfinished run of this config (killed, preempted, crashed) resumes, unless a live process has it
-    for run_dir in [*sorted(root.glob(f"*__{key}__*"), reverse=True), fresh]:
-        if (run_dir / FINISHED).exists():
-            continue
+    folders = distributed.agree([d for d in [*sorted(root.glob(f"*__{key}__*"), reverse=True), fresh]
+                                 if not (d / FINISHED).exists()])
+    for run_dir in folders:
         try:
-            with run_lock(run_dir):
-                if run_dir != fresh:
+            with distributed.held(run_lock, run_dir):
+                if run_dir != folders[-1]:
                     print(f"resuming {run_dir} (an unfinished run of the same config)")
                 record = run(cfg, run_dir, name=run_dir.name)
+                if record is None:  # a DDP rank other than 0: it trained, rank 0 reports
+                    return None
                 record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
                 path = results.write_record(record, cfg.paths.results)
                 results.atomic_write_text(run_dir / FINISHED, f"{path}\n")

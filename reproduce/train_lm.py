@@ -30,6 +30,7 @@ from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Re
 from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, cache_pointer_perplexity,
                                        evaluate_perplexity, final_checkpoint, load_model)
 from lit_models.sizing import hidden_for_budget
+from reproduce import distributed
 from reproduce.train import build_datamodule, build_logger, eval_device, git_revision, status
 
 MONITOR = "val/ppl"
@@ -86,7 +87,9 @@ def _stamp(path: Path) -> int | None:
 
 
 def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
-    """Train one language model in ``run_dir`` (resuming there) and return its result record."""
+    """Train one language model in ``run_dir`` (resuming there) and return its result record. One device only: more
+    raise ``reproduce.distributed.Unsupported`` (the hidden state runs along each batch row across windows)."""
+    distributed.check(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, lm, data = time.time(), cfg.task.lm, cfg.task.data
     L.seed_everything(cfg.seed, workers=True, verbose=False)

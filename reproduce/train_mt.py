@@ -21,11 +21,13 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 import cells
+from datamodules.shard import shard
 from datamodules.translation import decode, detokenize, remove_bpe
 from lit_models.bleu import detok_bleu, tokenized_bleu
 from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Resume
 from lit_models.seq2seq import Seq2Seq
 from lit_models.translator import Translator, load_translator, translate
+from reproduce import distributed
 from reproduce.results import atomic_write_text
 from reproduce.train import (build_datamodule, build_logger, build_optimizer, eval_device, git_revision,
                              status)
@@ -57,13 +59,15 @@ def bleu_of(net: Seq2Seq, dm, split: str, mt: DictConfig, out_dir: Path | None =
             "sacrebleu": sacre, "sacrebleu_signature": signature, "sentences": len(ids)}
 
 
-def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
-    """Train one translation model in ``run_dir`` (resuming there) and return its result record."""
+def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict | None:
+    """Train one translation model in ``run_dir`` (resuming there) and return its result record (None on the ranks
+    other than 0 of a DDP run)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     t0, mt = time.time(), cfg.task.mt
+    print(distributed.batch_line(cfg, "sentence pairs"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
-    dm.prepare_data()
+    distributed.rank_zero_first(dm.prepare_data)
     dm.setup("fit")
     print(f"[{name}] {dm.provenance}")
     net = build_net(cfg, dm)
@@ -72,18 +76,23 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
         raise ValueError("translation trains at a fixed optimizer setting: optim.schedule=none, optim.eta0=null")
     module = Translator(net, build_optimizer(cfg), config=OmegaConf.to_container(cfg, resolve=True))
     curves, last = Curves(), run_dir / "last.ckpt"
-    # a resumed epoch replays the same batches (drawn for the trainer's epoch), the done ones skipped
-    train = ResumableLoader(dm.train_dataloader())
+    # a resumed epoch replays the same batches (drawn for the trainer's epoch), the done ones skipped; DDP: each rank
+    # takes every world-th batch of the epoch's list (datamodules.shard), so the resume is exact there too
+    rank, world = distributed.rank(), distributed.world_size()
+    train = ResumableLoader(shard(dm.train_dataloader(), rank, world, train=True, seed=cfg.seed))
     resume = Resume(last, cfg.checkpoint.every_n_steps, train)  # last.ckpt: every epoch, N steps, SIGTERM/SIGUSR1
     ckpt = L.pytorch.callbacks.ModelCheckpoint(run_dir, filename="best", monitor=MONITOR, mode="min",
                                                enable_version_counter=False)
     trainer = L.Trainer(default_root_dir=run_dir, callbacks=[curves, ckpt, resume],
                         logger=build_logger(cfg, run_dir, name), num_sanity_val_steps=0,
-                        plugins=[AtomicCheckpointIO()], **OmegaConf.to_container(cfg.trainer, resolve=True))
+                        plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,  # sharded here
+                        **OmegaConf.to_container(cfg.trainer, resolve=True))
     dm.trainer = trainer  # what Lightning sets when given the DataModule: the batches are drawn for its epoch
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=dm.val_dataloader(),
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=shard(dm.val_dataloader(), rank, world, train=False),
                 ckpt_path=str(last) if last.exists() else None, weights_only=True)
     train_wall = time.time() - t0
+    if not distributed.is_global_zero():  # DDP: rank 0 alone translates the test set and reports
+        return None
     best = curves.best(MONITOR, mode="min")
 
     t1 = time.time()
@@ -110,7 +119,7 @@ def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict:
             "params_total": sum(p.numel() for p in net.parameters()), "wall_s": round(time.time() - t0, 1),
             "train_s": round(train_wall, 1), "sacrebleu_signature": test["sacrebleu_signature"],
             **status(metrics), "git": git_revision(), "provenance": dm.provenance, "run_dir": str(run_dir),
-            "config": OmegaConf.to_container(cfg, resolve=True)}
+            **distributed.describe(cfg), "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
 def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/bleu",
