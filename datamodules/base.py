@@ -11,10 +11,20 @@ the loaders. A task implements ``_load()``, returning its fixed train and test t
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 PROTOCOLS = ("holdout", "paper")
+
+
+def check_int(name: str, value, minimum: int, allow_none: bool = False) -> None:
+    """A DataModule option that must be a whole number >= ``minimum`` (bools refused), with a message naming it."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name}={value!r}: must be {what}" + (" or None" if allow_none else ""))
 
 
 class Examples(Dataset):

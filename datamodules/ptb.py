@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from .base import PROTOCOLS
+from .base import PROTOCOLS, check_int
 from .files import cached, fetch, sha256
 from .progress import step
 
@@ -82,7 +82,7 @@ def tokenize(paths: dict) -> dict:
 def batchify(ids: torch.Tensor, bsz: int) -> torch.Tensor:
     """(bsz, N) int64: the stream trimmed to a multiple of bsz, row b = its b-th contiguous chunk (awd-lstm-lm's
     batchify, batch-first)."""
-    _check_int("bsz", bsz, 1)
+    check_int("bsz", bsz, 1)
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
         raise ValueError(f"ids: a 1-D tensor of token ids expected, got {getattr(ids, 'shape', type(ids).__name__)}")
     n = ids.numel() // bsz
@@ -147,7 +147,7 @@ class VariableWindows(IterableDataset):
         self.data, self.bptt, self.seed, self.epoch, self.epoch_source = data, bptt, seed, epoch, epoch_source
 
     def set_epoch(self, epoch: int) -> None:
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def current_epoch(self) -> int:
@@ -191,14 +191,6 @@ class EpochLoader(DataLoader):
 # ---- the DataModule ----------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name}={value!r}: must be {what}" + (" or None" if allow_none else ""))
-
-
 class PTB(L.LightningDataModule):
     """Penn Treebank word-level LM. Batches are ``(x, y)``: int64 (B, L) token ids, y = x one step on in the stream.
 
@@ -214,11 +206,11 @@ class PTB(L.LightningDataModule):
             raise ValueError(f"protocol={protocol!r}; valid: {', '.join(PROTOCOLS)} (PTB validates on ptb.valid.txt)")
         for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                         ("test_batch_size", test_batch_size), ("bptt", bptt)):
-            _check_int(name, v, 1)
+            check_int(name, v, 1)
         for name, v in (("limit_train", limit_train), ("limit_eval", limit_eval)):
-            _check_int(name, v, 1, allow_none=True)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("seed", seed, 0)
+            check_int(name, v, 1, allow_none=True)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed, 0)
         if not isinstance(variable_bptt, bool):
             raise ValueError(f"variable_bptt={variable_bptt!r}: must be True or False")
         self.batch_size, self.eval_batch_size, self.test_batch_size = batch_size, eval_batch_size, test_batch_size
@@ -279,7 +271,7 @@ class PTB(L.LightningDataModule):
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next training pass draws its windows for (a Lightning Trainer's epoch wins over it)."""
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self._epoch = epoch
         if isinstance(self.train_set, VariableWindows):
             self.train_set.set_epoch(epoch)
@@ -302,8 +294,8 @@ class PTB(L.LightningDataModule):
         ``bptt`` (awd-lstm-lm's ``evaluate``), e.g. ``stream_loader("valid", 1, 70)`` for the final numbers."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r}; valid: {', '.join(SPLITS)}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("bptt", bptt, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("bptt", bptt, 1)
         self._ready()
         data = batchify(getattr(self, f"{split}_ids"), batch_size)
         if data.shape[1] < 2:

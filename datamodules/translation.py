@@ -72,7 +72,7 @@ from .base import PROTOCOLS
 from .cache import cache_dir
 from .files import DataError, cached, fetch, safe_extract, sha256
 from .progress import step
-from .ptb import _check_int
+from .base import check_int
 
 LANGS = ("de", "en")
 DIRECTIONS = ("de-en", "en-de")
@@ -471,7 +471,7 @@ class LengthBatches(Sampler):
         self.epoch, self.epoch_source, self._memo = epoch, epoch_source, None
 
     def set_epoch(self, epoch: int) -> None:
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def current_epoch(self) -> int:
@@ -539,15 +539,15 @@ class Translation(L.LightningDataModule):
             raise ValueError(f"protocol={protocol!r}; valid: {', '.join(PROTOCOLS)} (the same here: models are "
                              "selected on the validation split)")
         for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("heldout", heldout)):
-            _check_int(name, v, 1)
+            check_int(name, v, 1)
         if bpe_merges is not None and source != "offline":
             raise ValueError(f"bpe_merges={bpe_merges}: only the offline source re-learns its BPE; {source!r} uses its "
                              f"recipe's ({', '.join(f'{k}: {r.symbols:,}' for k, r in RECIPES.items())})")
         for name, v in (("max_tokens", max_tokens), ("limit_train", limit_train), ("limit_eval", limit_eval),
                         ("bpe_merges", bpe_merges)):
-            _check_int(name, v, 1, allow_none=True)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("seed", seed, 0)
+            check_int(name, v, 1, allow_none=True)
+        check_int("num_workers", num_workers, 0)
+        check_int("seed", seed, 0)
         self.dataset, self.direction, self.source, self.protocol = dataset, direction, source, protocol
         self.src_lang, self.tgt_lang = direction.split("-")
         self.batch_size, self.eval_batch_size, self.max_tokens = batch_size, eval_batch_size, max_tokens
@@ -642,7 +642,7 @@ class Translation(L.LightningDataModule):
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch the next training pass draws its order for (a Lightning Trainer's epoch wins over it)."""
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self._epoch = epoch
         if self.train_batches is not None:
             self.train_batches.set_epoch(epoch)
@@ -661,9 +661,13 @@ class Translation(L.LightningDataModule):
         return DataLoader(self.train_set, batch_sampler=self.train_batches, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
+    def pairs(self, split: str):
+        """``split``'s token ids as the loaders read them (``Pairs``: src, tgt and their offsets), after setup()."""
+        return self._sets[self._split(split)]
+
     def dataloader(self, split: str) -> DataLoader:
         """``split``'s pairs in evaluation order: sorted by length, ``eval_batch_size`` (and max_tokens), fixed."""
-        data = self._sets[self._split(split)]
+        data = self.pairs(split)
         batches = LengthBatches(*data.lengths(), self.eval_batch_size, self.max_tokens)
         return DataLoader(data, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers)
 

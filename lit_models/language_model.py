@@ -297,8 +297,9 @@ class LanguageModel(L.LightningModule):
 # ---- evaluation without Lightning ----------------------------------------------------------------------------------
 
 
-def _progress(iterable, description: str | None):
-    """``iterable`` with a progress bar on stderr when a description is given."""
+def with_progress(iterable, description: str | None):
+    """``iterable`` with a progress bar on stderr when a description is given (the evaluations without Lightning: here
+    and in ``translator.translate``)."""
     if description is None:
         return iterable
     from rich.console import Console
@@ -316,7 +317,7 @@ def evaluate_perplexity(model: AWDLSTM, loader, progress: str | None = None) -> 
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     total, count, hidden = 0.0, 0, None
-    for x, y in _progress(loader, progress):
+    for x, y in with_progress(loader, progress):
         x, y = x.to(device), y.to(device)
         logits, hidden, _, _ = model(x, hidden)
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
@@ -348,7 +349,7 @@ def cache_pointer_perplexity(model: AWDLSTM, ids: Tensor, window: int = 500, the
     past_h = torch.empty(0, model.decoder.in_features, device=device)  # the last `window` outputs ...
     past_y = ids.new_empty(0)  # ... and the words that followed them
     starts = range(0, len(ids) - 1, bptt)
-    for start in _progress(starts, progress):
+    for start in with_progress(starts, progress):
         y = ids[start + 1:start + 1 + bptt]
         x = ids[start:start + len(y)]
         logits, hidden, raw, _ = model(x[None], hidden)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .callbacks import stop_if_nonfinite
-from .language_model import Perplexity, _progress
+from .language_model import Perplexity, with_progress
 from .seq2seq import Seq2Seq, beam_search, greedy
 
 
@@ -69,7 +69,7 @@ def translate(net: Seq2Seq, loader, *, bos: int, eos: int, beam: int = 5, alpha:
     net.eval()
     device = next(net.parameters()).device
     out: dict[int, list[int]] = {}
-    for batch in _progress(loader, progress):
+    for batch in with_progress(loader, progress):
         src, n = batch.src.to(device), batch.src_lengths.to(device)
         kw = dict(bos=bos, eos=eos, max_len_a=max_len_a, max_len_b=max_len_b)
         hyps = greedy(net, src, n, **kw) if beam == 1 else beam_search(net, src, n, beam=beam, alpha=alpha, **kw)

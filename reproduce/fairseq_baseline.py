@@ -105,7 +105,7 @@ def bpe_pairs(dm) -> dict[str, tuple[list[str], list[str]]]:
             continue
         n = dm.sizes[split]
         src, tgt = list(src[:n]), list(tgt[:n])
-        data = dm._sets[split]
+        data = dm.pairs(split)
         for side, lines, vocab, ids, offsets in (("source", src, dm.src_vocab, data.src, data.src_offsets),
                                                  ("target", tgt, dm.tgt_vocab, data.tgt, data.tgt_offsets)):
             got, got_offsets = encode(lines, vocab)
