@@ -27,6 +27,46 @@ def check_int(name: str, value, minimum: int, allow_none: bool = False) -> None:
         raise ValueError(f"{name}={value!r}: must be {what}" + (" or None" if allow_none else ""))
 
 
+class EpochCounter:
+    """The epoch a training pass draws its order for, as (seed, epoch): ``epoch_source()`` (a callable giving an int or
+    None: the DataModule's trainer epoch, which a resumed run restores) when it gives an int, else the counter that
+    ``set_epoch`` sets. The PTB windows and the translation batches count their epochs with it."""
+
+    def __init__(self, epoch: int = 0, epoch_source=None):
+        self.epoch, self.epoch_source = epoch, epoch_source
+
+    def set_epoch(self, epoch: int) -> None:
+        check_int("epoch", epoch, 0)
+        self.epoch = epoch
+
+    def current_epoch(self) -> int:
+        """The epoch the next pass draws for."""
+        source = self.epoch_source() if self.epoch_source is not None else None
+        return self.epoch if source is None else int(source)
+
+
+class EpochSeeded:
+    """A DataModule whose training order is drawn per (seed, epoch) by the ``EpochCounter`` that ``_drawer()`` returns
+    (None before setup, or when the order never changes): a Lightning Trainer's epoch wins, else ``set_epoch``."""
+
+    _epoch = 0  # for a set_epoch before setup
+
+    def _drawer(self) -> EpochCounter | None:
+        raise NotImplementedError
+
+    def _trainer_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next training pass draws its order for (a Lightning Trainer's epoch wins over it)."""
+        check_int("epoch", epoch, 0)
+        self._epoch = epoch
+        drawer = self._drawer()
+        if drawer is not None:
+            drawer.set_epoch(epoch)
+
+
 class Examples(Dataset):
     """Rows ``index`` of (x, y), each x passed through ``transform`` (e.g. MNIST's standardisation) when given."""
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from .base import PROTOCOLS, check_int
+from .base import PROTOCOLS, EpochCounter, EpochSeeded, check_int
 from .files import cached, fetch, sha256
 from .progress import step
 
@@ -136,7 +136,7 @@ class Windows(Dataset):
         return _window(self.data, *self.windows[k])
 
 
-class VariableWindows(IterableDataset):
+class VariableWindows(IterableDataset, EpochCounter):
     """One epoch of awd-lstm-lm's variable-length training windows over a (B, N) stream, drawn for (seed, epoch).
 
     ``epoch`` is the counter: ``set_epoch`` sets it; a complete pass in the main process advances it by one.
@@ -144,16 +144,8 @@ class VariableWindows(IterableDataset):
     wins over the counter. In a DataLoader worker the epoch fixed by ``EpochLoader`` in the main process is used."""
 
     def __init__(self, data: torch.Tensor, bptt: int, seed: int, epoch: int = 0, epoch_source=None):
-        self.data, self.bptt, self.seed, self.epoch, self.epoch_source = data, bptt, seed, epoch, epoch_source
-
-    def set_epoch(self, epoch: int) -> None:
-        check_int("epoch", epoch, 0)
-        self.epoch = epoch
-
-    def current_epoch(self) -> int:
-        """The epoch the next pass draws for."""
-        source = self.epoch_source() if self.epoch_source is not None else None
-        return self.epoch if source is None else int(source)
+        EpochCounter.__init__(self, epoch, epoch_source)
+        self.data, self.bptt, self.seed = data, bptt, seed
 
     def windows(self, epoch: int | None = None) -> list[tuple[int, int]]:
         """(start, length) of the windows of ``epoch`` (default: the next pass's)."""
@@ -191,7 +183,7 @@ class EpochLoader(DataLoader):
 # ---- the DataModule ----------------------------------------------------------------------------------------------
 
 
-class PTB(L.LightningDataModule):
+class PTB(EpochSeeded, L.LightningDataModule):
     """Penn Treebank word-level LM. Batches are ``(x, y)``: int64 (B, L) token ids, y = x one step on in the stream.
 
     After ``setup``: ``vocab_size``, ``idx2word``, ``word2idx``, ``train_ids`` / ``valid_ids`` / ``test_ids`` (1-D
@@ -222,7 +214,6 @@ class PTB(L.LightningDataModule):
         self.idx2word = self.word2idx = None
         self.train_ids = self.valid_ids = self.test_ids = self.train_data = None
         self.train_set = None
-        self._epoch = 0  # for a set_epoch before setup
 
     # ---- data --------------------------------------------------------------------------------------------------------
     def _load(self) -> dict:
@@ -265,16 +256,8 @@ class PTB(L.LightningDataModule):
         else:
             self.train_set = Windows(self.train_data, train_windows(self.train_data.shape[1], self.bptt))
 
-    def _trainer_epoch(self) -> int | None:
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next training pass draws its windows for (a Lightning Trainer's epoch wins over it)."""
-        check_int("epoch", epoch, 0)
-        self._epoch = epoch
-        if isinstance(self.train_set, VariableWindows):
-            self.train_set.set_epoch(epoch)
+    def _drawer(self) -> VariableWindows | None:
+        return self.train_set if isinstance(self.train_set, VariableWindows) else None
 
     # ---- loaders -----------------------------------------------------------------------------------------------------
     def _ready(self) -> None:

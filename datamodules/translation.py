@@ -72,7 +72,7 @@ from .base import PROTOCOLS
 from .cache import cache_dir
 from .files import DataError, cached, fetch, safe_extract, sha256
 from .progress import step
-from .base import check_int
+from .base import EpochCounter, EpochSeeded, check_int
 
 LANGS = ("de", "en")
 DIRECTIONS = ("de-en", "en-de")
@@ -455,7 +455,7 @@ def _cut(order: np.ndarray, size: list[int], batch_size: int, max_tokens: int | 
     return out + [cur] if cur else out
 
 
-class LengthBatches(Sampler):
+class LengthBatches(Sampler, EpochCounter):
     """A DataLoader's ``batch_sampler``: lists of pair indices of similar source length (see the module docstring).
 
     ``shuffle=False``: pairs sorted by (source length, target length, index), the same every time. ``shuffle=True``:
@@ -468,15 +468,8 @@ class LengthBatches(Sampler):
         self.src_lengths, self.tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
         self.size = (np.maximum(self.src_lengths, self.tgt_lengths) + 1).tolist()  # src + eos, bos + tgt
         self.batch_size, self.max_tokens, self.shuffle, self.seed = batch_size, max_tokens, shuffle, seed
-        self.epoch, self.epoch_source, self._memo = epoch, epoch_source, None
-
-    def set_epoch(self, epoch: int) -> None:
-        check_int("epoch", epoch, 0)
-        self.epoch = epoch
-
-    def current_epoch(self) -> int:
-        source = self.epoch_source() if self.epoch_source is not None else None
-        return self.epoch if source is None else int(source)
+        EpochCounter.__init__(self, epoch, epoch_source)
+        self._memo = None
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of ``epoch`` (default: the next pass's), in the order they are served."""
@@ -513,7 +506,7 @@ class LengthBatches(Sampler):
 # ---- the DataModule -------------------------------------------------------------------------------------------------
 
 
-class Translation(L.LightningDataModule):
+class Translation(EpochSeeded, L.LightningDataModule):
     """Translation pairs of ``dataset`` ("iwslt14" | "wmt14") in ``direction`` from ``source`` (module docstring).
 
     After ``setup``: ``src_vocab``, ``tgt_vocab`` (lists of strings), ``src_vocab_size``, ``tgt_vocab_size``,
@@ -558,7 +551,7 @@ class Translation(L.LightningDataModule):
         self.src_vocab = self.tgt_vocab = self.src_vocab_size = self.tgt_vocab_size = None
         self.splits, self.sizes, self.train_size = (), {}, None
         self.train_set = self.train_batches = None
-        self._sets, self._texts, self._epoch = {}, {}, 0
+        self._sets, self._texts = {}, {}
 
     # ---- data --------------------------------------------------------------------------------------------------------
     def _corpus(self):
@@ -636,16 +629,8 @@ class Translation(L.LightningDataModule):
                 f"({n('newstest2014')} WMT'14 pairs, IWSLT's BPE; cased raw references: score the lowercased output "
                 "with sacreBLEU lowercase=True)")
 
-    def _trainer_epoch(self) -> int | None:
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next training pass draws its order for (a Lightning Trainer's epoch wins over it)."""
-        check_int("epoch", epoch, 0)
-        self._epoch = epoch
-        if self.train_batches is not None:
-            self.train_batches.set_epoch(epoch)
+    def _drawer(self) -> LengthBatches | None:
+        return self.train_batches
 
     # ---- loaders -----------------------------------------------------------------------------------------------------
     def _split(self, split: str) -> str:
