@@ -76,6 +76,20 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
                              **kwargs)
 
 
+def compressed_model(cfg: DictConfig, run_dir: Path, path: Path, load, spec: dict | None):
+    """What a table made from another table's models evaluates (G2 Tables 3-5): the data module of a finished run's
+    ``cfg`` set up for testing, and the model of its checkpoint ``path`` in ``run_dir`` (``load``: the task's weights-only loader)
+    with ``spec``'s gate compression (``cells.compress_gates`` arguments; None: unchanged) -> (dm, net, report)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the model of run {run_dir} is gone; rerun its table with --force")
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("test")
+    net = load(path, map_location=eval_device(cfg))[0]
+    report = cells.compress_gates(net, **spec) if spec else None
+    return dm, net, report
+
+
 def build_net(cfg: DictConfig, dm) -> RNNClassifier:
     """The network for this task's sizes; only the data module's attributes (sizes, GloVe) come from the data."""
     c, net = cfg.cell, OmegaConf.to_container(cfg.task.net, resolve=True)

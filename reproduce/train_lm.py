@@ -31,7 +31,7 @@ from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, cac
                                        evaluate_perplexity, final_checkpoint, load_model)
 from lit_models.sizing import hidden_for_budget
 from reproduce import distributed
-from reproduce.train import build_datamodule, build_logger, eval_device, git_revision, status
+from reproduce.train import build_datamodule, build_logger, compressed_model, eval_device, git_revision, status
 
 MONITOR = "val/ppl"
 
@@ -189,13 +189,7 @@ def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ppl
         raise ValueError(f"evaluate: {metric!r}; valid: val/ppl, test/ppl, val/ppl_cache, test/ppl_cache")
     run_dir = Path(record["run_dir"])
     path = final_checkpoint(run_dir) if cfg.task.lm.finetune_epochs > 0 else run_dir / "best.ckpt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the model of run {run_dir} is gone; rerun its table with --force")
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("test")
-    net = load_model(path, map_location=eval_device(cfg))[0]
-    report = cells.compress_gates(net, **spec) if spec else None
+    dm, net, report = compressed_model(cfg, run_dir, path, load_model, spec)
     if what == "ppl_cache":
         c = cfg.task.lm.cache
         value = cache_pointer_perplexity(net, getattr(dm, f"{split}_ids"), window=c.window, theta=c.theta,

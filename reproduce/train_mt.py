@@ -29,8 +29,8 @@ from lit_models.seq2seq import Seq2Seq
 from lit_models.translator import Translator, load_translator, translate
 from reproduce import distributed
 from reproduce.results import atomic_write_text
-from reproduce.train import (build_datamodule, build_logger, build_optimizer, eval_device, git_revision,
-                             status)
+from reproduce.train import (build_datamodule, build_logger, build_optimizer, compressed_model, eval_device,
+                             git_revision, status)
 
 MONITOR = "val/ppl"
 
@@ -132,14 +132,8 @@ def evaluate_compressed(record: dict, spec: dict | None, metric: str = "test/ble
     cfg = OmegaConf.create(record["config"])
     if limit is not None:
         cfg.task.data.limit_eval = limit
-    path = Path(record["run_dir"]) / "best.ckpt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: the model of run {record['run_dir']} is gone; rerun its table with --force")
-    dm = build_datamodule(cfg)
-    dm.prepare_data()
-    dm.setup("test")
-    net = load_translator(path, map_location=eval_device(cfg))[0]
-    report = cells.compress_gates(net, **spec) if spec else None
+    run_dir = Path(record["run_dir"])
+    dm, net, report = compressed_model(cfg, run_dir, run_dir / "best.ckpt", load_translator, spec)
     scores = bleu_of(net, dm, "test", cfg.task.mt, progress=False)
     return scores[metric.split("/")[1]], report
 
