@@ -99,13 +99,9 @@ def warm_inductor(device) -> None:
 
 
 def build(name: str, m: int, n: int, backend: str, device) -> tuple[nn.Module, int]:
-    """The layer and the input size it got: m, or n for a cell that needs m == n (mut1, mut2)."""
-    try:
-        return cells.build(name, m, n, backend=backend).to(device), m
-    except ValueError:
-        if m == n:
-            raise
-        return cells.build(name, n, n, backend=backend).to(device), n
+    """The layer and the input size it got: m, or n for a cell that needs m == n (``square_only``: mut1, mut2)."""
+    m = n if cells.get(name).square_only else m
+    return cells.build(name, m, n, backend=backend).to(device), m
 
 
 def targets(name: str, T: int, r: dict) -> tuple[str, bool | None]:
@@ -156,7 +152,8 @@ def main(argv=None) -> None:
     cpu = f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
     header = (f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}, "
               f"{torch.get_num_threads()} threads, {datetime.datetime.now():%Y-%m-%d %H:%M}, float32, fwd+bwd "
-              f"median of {repeats}, compiled chunk {backends.CHUNK} steps, {'warm' if args.cache else 'cold'} compile, "
+              f"median of {repeats}, compiled chunk {backends.CHUNK} steps, "
+              f"{'warm' if args.cache else 'cold'} compile, "
               f"{'eval' if args.eval else 'train'} mode")
     console = Console(width=max(Console().width, 160))
     console.print(header)

@@ -11,15 +11,18 @@ backends. A subclass writes:
 - ``step(a, state, R)``: one time step, written like the paper, from the projected input ``a`` (B, k) and the state
   tuple; returns ``(new_state, gates)``.
 - ``fused(W, b, R)`` (optional): the exact weights of PyTorch's fused LSTM / tanh-RNN kernel, or None.
-- ``count(m, n)``: the paper's parameter formula.
+- ``formula``: the paper's parameter count of one direction of one layer, written ONCE, as CELLS.md writes it
+  (``"4(mn + n² + n) − 3mn"``); ``count(m, n)`` evaluates that same text (``formula_count``), so the text that
+  ``describe`` / ``python -m cells`` show and the number that ``count`` / ``cells.num_params`` return cannot disagree.
 """
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 PAPERS = {
@@ -45,6 +48,82 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
 GATE_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
 INITS = ("torch", "keras", "glorot", "uniform")
 
+# ---- the parameter formula: CELLS.md's notation, read as arithmetic -------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|([mn])|([+\-−])|([*×·])|([²³])|([()]))")
+
+
+@functools.cache
+def formula_expression(text: str) -> str:
+    """The Python expression a formula in CELLS.md's notation means: ``"4(mn + n² + n) − 3mn"`` ->
+    ``"4*(m*n+n**2+n)-3*m*n"``. Grammar: sum = term (("+" | "−" | "-") term)*; term = power ([* × ·] power)*, where
+    juxtaposition multiplies (``mn``, ``3n``, ``n(m + 2)``); power = atom ["²" | "³"]; atom = integer | m | n |
+    "(" sum ")". Anything else (``"?"``, an unknown letter, unbalanced brackets) raises ValueError."""
+    tokens, pos, text_ = [], 0, text.rstrip()
+    while pos < len(text_):
+        hit = _TOKEN.match(text_, pos)
+        if hit is None:
+            raise ValueError(f"parameter formula {text!r}: cannot read {text_[pos:].strip()!r} (allowed: integers, "
+                             f"m, n, + − * × · ² ³ and parentheses)")
+        tokens.append(next(t for t in hit.groups() if t is not None))
+        pos = hit.end()
+    out, k = [], 0
+
+    def peek():
+        return tokens[k] if k < len(tokens) else None
+
+    def atom():
+        nonlocal k
+        t = peek()
+        if t is None or t in "+-−*×·²³)":
+            raise ValueError(f"parameter formula {text!r}: expected a number, m, n or '(' at token {k + 1}, got {t!r}")
+        k += 1
+        if t == "(":
+            out.append("(")
+            sum_()
+            if peek() != ")":
+                raise ValueError(f"parameter formula {text!r}: unbalanced parentheses")
+            k += 1
+            out.append(")")
+        else:
+            out.append(t)
+        if peek() in ("²", "³"):
+            out.append("**2" if tokens[k] == "²" else "**3")
+            k += 1
+
+    def term():
+        nonlocal k
+        atom()
+        while peek() is not None and peek() not in "+-−)":
+            if peek() in "*×·":
+                k += 1
+            out.append("*")
+            atom()
+
+    def sum_():
+        nonlocal k
+        term()
+        while peek() in ("+", "-", "−"):
+            out.append("+" if tokens[k] == "+" else "-")
+            k += 1
+            term()
+
+    sum_()
+    if k != len(tokens):
+        raise ValueError(f"parameter formula {text!r}: unexpected {tokens[k]!r}")
+    return "".join(out)
+
+
+@functools.cache
+def _compiled_formula(text: str):
+    return compile(formula_expression(text), f"<formula {text}>", "eval")
+
+
+def formula_count(text: str, m: int, n: int) -> int:
+    """The number a formula in CELLS.md's notation gives for input size m and hidden size n."""
+    return int(eval(_compiled_formula(text), {"__builtins__": {}}, {"m": m, "n": n}))  # only digits, m, n, + - * **
+
+
 # A constant gate of 1 (or f) inside the fused kernel: sigmoid(BIG) is exactly 1.0 in float32 and float64 alike
 # (exp(-50) ~ 2e-22 vanishes against 1), so the kernel multiplies by exactly one.
 BIG = 50.0
@@ -63,18 +142,24 @@ class Fused:
 class Cell(nn.Module):
     name: str = "?"  # set by @register
     paper: str = "standard"  # key of PAPERS
-    formula: str = "?"  # the paper's parameter formula, as text
+    formula: str = "?"  # the paper's parameter formula in CELLS.md's notation; ``count`` evaluates it
     has_cell_state: bool = True
     gate_names: tuple[str, ...] = ()  # the gates ``step`` returns (a removed gate is absent)
     options: dict = {}  # cell-specific options and their defaults, e.g. {"forget": 0.59}
     fused_when: str = ""  # the condition under which ``fused`` applies, for ``describe``
     has_forget_bias: bool = True  # whether ``forget_bias`` means something (the cell has a b_f)
     extra_state: int = 0  # (B, n) state tensors beyond h and c that start at zero on every call (FGR's gates)
+    square_only: bool = False  # the equations add the input to a hidden-sized vector: input_size must equal hidden_size
 
     def __init__(self, input_size: int, hidden_size: int, *, activation: str = "tanh",
                  gate_activation: str = "sigmoid", forget_bias: float | None = None, init: str = "torch",
                  init_scale: float = 1.0):
         super().__init__()
+        if self.square_only and input_size != hidden_size:
+            raise ValueError(f"{self.name} adds its input to a hidden-sized vector, so it needs input_size == "
+                             f"hidden_size; got {input_size} and {hidden_size} (above the first layer the input is "
+                             f"hidden_size x directions, so a stacked bidirectional {self.name} cannot exist; put a "
+                             f"linear layer in front)")
         self.input_size, self.hidden_size = input_size, hidden_size
         self.activation, self.gate_activation = activation, gate_activation
         self.act = ACTIVATIONS[activation]
@@ -114,14 +199,20 @@ class Cell(nn.Module):
                 else:  # torch: U(-1/sqrt(n), 1/sqrt(n)); uniform: the same scaled by s (Jozefowicz)
                     bound = (self.init_scale if self.init == "uniform" else 1.0) / math.sqrt(n)
                     p.uniform_(-bound, bound)
-            fb = self.forget_bias if self.forget_bias is not None else (1.0 if self.init in ("keras", "glorot") else None)
+            fb = self.forget_bias
+            if fb is None and self.init in ("keras", "glorot"):
+                fb = 1.0
             if fb is not None and hasattr(self, "b_f"):
                 self.b_f.fill_(fb)
 
     @classmethod
     def count(cls, m: int, n: int) -> int:
-        """The paper's parameter count of one direction of one layer with input size m, hidden size n."""
-        raise NotImplementedError
+        """The paper's parameter count of one direction of one layer with input size m, hidden size n: ``formula``
+        evaluated (the one place the count is written)."""
+        try:
+            return formula_count(cls.formula, m, n)
+        except ValueError as e:
+            raise ValueError(f"{cls.name}: {e}") from None
 
     @classmethod
     def forget_bias_ok(cls) -> bool:
@@ -177,7 +268,3 @@ def const_gate(like: Tensor, value: float | None = None) -> Tensor:
     if value is None:
         return like.new_full((n,), BIG)
     return like.new_full((n,), math.log(value / (1.0 - value)))
-
-
-def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
-    return F.linear(x, W, b)

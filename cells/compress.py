@@ -151,7 +151,7 @@ def compress_gates(module: nn.Module, method: str, *, r: float | None = None, c:
                 for g, params in gate_params(cell).items():
                     if g not in stats:
                         continue
-                    for name, p in params:
+                    for _, p in params:
                         s = stats[g]
                         s["params"] += p.numel()
                         if method == "svd":

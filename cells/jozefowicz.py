@@ -19,10 +19,6 @@ class _NoGate(LSTM):
     paper = "jozefowicz"
     formula = "3(mn + n² + n)"
 
-    @classmethod
-    def count(cls, m, n):
-        return 3 * (m * n + n * n + n)
-
 
 @register("lstm_f")
 class LSTMNoForget(_NoGate):
@@ -75,10 +71,6 @@ class TanhRNN(Cell):
         self.param("U", hidden_size, hidden_size, kind="recurrent")
         self.param("b", hidden_size, kind="bias")
 
-    @classmethod
-    def count(cls, m, n):
-        return m * n + n * n + n
-
     def input_weights(self):
         return self.W, self.b
 
@@ -128,10 +120,6 @@ class GRU(_GatedRNN):
     formula = "3(mn + n² + n)"
     params = _GRU
 
-    @classmethod
-    def count(cls, m, n):
-        return 3 * (m * n + n * n + n)
-
     def input_weights(self):
         return torch.cat([self.W_xr, self.W_xz, self.W_xh]), torch.cat([self.b_r, self.b_z, self.b_h])
 
@@ -148,15 +136,8 @@ class GRU(_GatedRNN):
 
 
 class _MUT(_GatedRNN):
-    formula = "?"
-
-    def __init__(self, input_size, hidden_size, **options):
-        if input_size != hidden_size and self.name in ("mut1", "mut2"):
-            raise ValueError(f"{self.name} adds x to a hidden-sized vector ({'tanh(x)' if self.name == 'mut1' else 'x'}"
-                             f"), so it needs input_size == hidden_size; got {input_size} and {hidden_size} "
-                             f"(above the first layer the input is hidden_size x directions, so a stacked "
-                             f"bidirectional {self.name} cannot exist; put a linear layer in front, or use mut3)")
-        super().__init__(input_size, hidden_size, **options)
+    """Shared candidate of MUT1-3. MUT1 and MUT2 add x itself to a hidden-sized vector (``square_only``: the base
+    ``Cell`` refuses input_size != hidden_size); MUT3 does not."""
 
     def candidate(self, r, h, R, ah, z):
         """h' = act(W_hh (r ⊙ h) + [input part] + b_h) ⊙ z + h ⊙ (1 − z), shared by MUT1-3."""
@@ -170,13 +151,10 @@ class MUT1(_MUT):
         h' = act(W_hh (r ⊙ h) + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)
     tanh(x) enters as extra input columns with identity weights."""
 
-    formula = "2mn + 2n² + 3n"
+    formula = "2mn + 2n² + 3n"  # W_xz, b_z, W_xr, W_hr, b_r, W_hh, b_h
+    square_only = True  # + tanh(x)
     params = {"W_xz": "input", "b_z": "bias", "W_xr": "input", "W_hr": "recurrent", "b_r": "bias",
               "W_hh": "recurrent", "b_h": "bias"}
-
-    @classmethod
-    def count(cls, m, n):
-        return 2 * m * n + 2 * n * n + 3 * n
 
     def extra_inputs(self, x):
         return torch.tanh(x)
@@ -202,13 +180,10 @@ class MUT2(_MUT):
         z = σ(W_xz x + W_hz h + b_z),  r = σ(x + W_hr h + b_r)
         h' = act(W_hh (r ⊙ h) + W_xh x + b_h) ⊙ z + h ⊙ (1 − z)"""
 
-    formula = "2mn + 3n² + 3n"
+    formula = "2mn + 3n² + 3n"  # W_xz, W_hz, b_z, W_hr, b_r, W_hh, W_xh, b_h
+    square_only = True  # r = σ(x + ...)
     params = {"W_xz": "input", "W_hz": "recurrent", "b_z": "bias", "W_hr": "recurrent", "b_r": "bias",
               "W_hh": "recurrent", "W_xh": "input", "b_h": "bias"}
-
-    @classmethod
-    def count(cls, m, n):
-        return 2 * m * n + 3 * n * n + 3 * n
 
     def input_weights(self):  # rows z, r (x itself: identity), h
         return torch.cat([self.W_xz, self.eye(self.W_xz), self.W_xh]), torch.cat([self.b_z, self.b_r, self.b_h])
@@ -233,10 +208,6 @@ class MUT3(_MUT):
     formula = "3(mn + n² + n)"
     params = {"W_xz": "input", "W_hz": "recurrent", "b_z": "bias", "W_xr": "input", "W_hr": "recurrent",
               "b_r": "bias", "W_hh": "recurrent", "W_xh": "input", "b_h": "bias"}
-
-    @classmethod
-    def count(cls, m, n):
-        return 3 * (m * n + n * n + n)
 
     def input_weights(self):
         return torch.cat([self.W_xz, self.W_xr, self.W_xh]), torch.cat([self.b_z, self.b_r, self.b_h])

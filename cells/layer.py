@@ -1,4 +1,5 @@
-"""``Recurrent``: the one layer wrapper for every cell (stacking, bidirection, lengths, dropout, DropConnect, backends)."""
+"""``Recurrent``: the one layer wrapper for every cell (stacking, bidirection, lengths, dropout, DropConnect,
+backends)."""
 from __future__ import annotations
 
 import inspect
@@ -192,7 +193,7 @@ class Recurrent(nn.Module):
 def _check_options(cell_cls, options: dict) -> None:
     name = cell_cls.name
     valid = list(COMMON_OPTIONS) + list(cell_cls.options)
-    for k, v in options.items():
+    for k in options:
         if k not in valid:
             raise ValueError(f"{name}: unknown option {k!r}; valid options: {', '.join(valid)}")
     checks = (("activation", ACTIVATIONS), ("gate_activation", GATE_ACTIVATIONS), ("init", INITS))

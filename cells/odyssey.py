@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Cell, identity
+from .base import Cell
 from .registry import register
 from .standard import LSTM
 
@@ -37,10 +37,6 @@ class PeepholeLSTM(Cell):
     out_act = True  # NOAF: hact = identity
     peepholes = True
     full_gate_recurrence = False  # FGR
-
-    @classmethod
-    def count(cls, m, n):
-        return 4 * (m * n + n * n + n) + 3 * n
 
     @classmethod
     def forget_bias_ok(cls):
@@ -106,10 +102,6 @@ class PeepholeLSTM(Cell):
 class _Variant(PeepholeLSTM):
     formula = "3(mn + n² + n) + 2n"
 
-    @classmethod
-    def count(cls, m, n):
-        return 3 * (m * n + n * n + n) + 2 * n
-
 
 @register("nig")
 class NIG(_Variant):
@@ -163,10 +155,6 @@ class FGR(PeepholeLSTM):
     formula = "4(mn + n² + n) + 3n + 9n²"
     full_gate_recurrence = True
     extra_state = 3
-
-    @classmethod
-    def count(cls, m, n):
-        return 4 * (m * n + n * n + n) + 3 * n + 9 * n * n
 
 
 @register("np")

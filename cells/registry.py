@@ -8,16 +8,27 @@ import difflib
 import inspect
 import textwrap
 
+from .base import formula_expression
+
 _CELLS: dict[str, type] = {}
 
 
 def register(name: str):
-    """Class decorator: ``@register("lstm1")`` makes the cell buildable as ``cells.build("lstm1", ...)``."""
+    """Class decorator: ``@register("lstm1")`` makes the cell buildable as ``cells.build("lstm1", ...)``.
+
+    The cell's ``formula`` must read as arithmetic in m and n (``count`` evaluates it), checked here, at import;
+    ``has_forget_bias`` is set to what ``forget_bias_ok()`` says (for the LSTM family that follows from ``terms``)."""
 
     def wrap(cls):
         if name in _CELLS:
             raise ValueError(f"cell {name!r} is already registered (by {_CELLS[name].__qualname__})")
+        try:
+            formula_expression(cls.formula)
+        except ValueError as e:
+            raise ValueError(f"cell {name!r} ({cls.__qualname__}): {e}; write its parameter count in CELLS.md's "
+                             f"notation as the class attribute formula") from None
         cls.name = name
+        cls.has_forget_bias = cls.forget_bias_ok()
         _CELLS[name] = cls
         return cls
 

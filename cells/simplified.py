@@ -19,10 +19,6 @@ class LSTM1(LSTM):
     formula = "4(mn + n² + n) − 3mn"
     terms = {"i": "Ub", "f": "Ub", "g": "WUb", "o": "Ub"}
 
-    @classmethod
-    def count(cls, m, n):
-        return 4 * (m * n + n * n + n) - 3 * m * n
-
 
 @register("lstm2")
 class LSTM2(LSTM):
@@ -34,10 +30,6 @@ class LSTM2(LSTM):
     formula = "4(mn + n² + n) − 3(mn + n)"
     terms = {"i": "U", "f": "U", "g": "WUb", "o": "U"}
 
-    @classmethod
-    def count(cls, m, n):
-        return 4 * (m * n + n * n + n) - 3 * (m * n + n)
-
 
 @register("lstm3")
 class LSTM3(LSTM):
@@ -48,7 +40,3 @@ class LSTM3(LSTM):
     paper = "simplified"
     formula = "4(mn + n² + n) − 3(mn + n²)"
     terms = {"i": "b", "f": "b", "g": "WUb", "o": "b"}
-
-    @classmethod
-    def count(cls, m, n):
-        return 4 * (m * n + n * n + n) - 3 * (m * n + n * n)

@@ -5,9 +5,7 @@ paper starts from 0.59 and sweeps up to 0.96). The paper runs act = sigmoid as w
 """
 from __future__ import annotations
 
-import torch
-
-from .base import Cell, Fused
+from .base import Cell
 from .registry import register
 from .standard import LSTM
 
@@ -30,10 +28,6 @@ class LSTM6(LSTM):
     constants = {"f": "forget"}
     options = {"forget": 0.59}
     fused_when = "activation tanh and 0 < forget < 1"
-
-    @classmethod
-    def count(cls, m, n):
-        return n * (m + n + 1)
 
     def check_options(self):
         _check_forget(self.name, self.forget)
@@ -58,10 +52,6 @@ class LSTMC6(Cell):
         self.param("W_c", hidden_size, input_size, kind="input")
         self.param("u_c", hidden_size, kind="vector")
         self.param("b_c", hidden_size, kind="bias")
-
-    @classmethod
-    def count(cls, m, n):
-        return n * (m + 2)
 
     def input_weights(self):
         return self.W_c, self.b_c

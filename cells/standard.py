@@ -58,10 +58,6 @@ class LSTM(Cell):
         self.gate_names = tuple(g for g in "ifo" if g in self.terms)
 
     @classmethod
-    def count(cls, m: int, n: int) -> int:
-        return 4 * (m * n + n * n + n)
-
-    @classmethod
     def forget_bias_ok(cls) -> bool:
         return "b" in cls.terms.get("f", "")
 
@@ -126,7 +122,8 @@ class LSTM(Cell):
             U = next(rec) if "U" in self.terms.get(gate, "") else self.zeros(n, n, like=W)
             if gate not in self.terms:  # a constant gate: no input, no recurrence, bias logit(constant)
                 v = self.constant(gate)
-                Ws[k], U, bs[k] = torch.zeros_like(Ws[k]), torch.zeros_like(U), const_gate(bs[k], None if v == 1.0 else v)
+                Ws[k], U = torch.zeros_like(Ws[k]), torch.zeros_like(U)
+                bs[k] = const_gate(bs[k], None if v == 1.0 else v)
             s = self.scale(gate)
             if s != 1.0:
                 Ws[k], U, bs[k] = Ws[k] * s, U * s, bs[k] * s

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
 
 import torch
+
+from fileio import atomic_file
 
 from .progress import console
 
@@ -21,26 +21,6 @@ CACHE_FORMAT = 1  # bump when a processed layout changes: old cache files are th
 
 def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE) or DEFAULT_CACHE).expanduser().absolute()
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file to write whose content appears at ``path`` whole or not at all (records, checkpoints, caches).
-
-    It is a temp file in the same directory (os.replace is atomic only within one file system), named with a leading
-    '.' (so the record loader never picks it up), synced, then renamed over ``path``; an error deletes it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached(name: str, key: dict, build: Callable[[], dict]) -> dict:

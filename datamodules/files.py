@@ -188,6 +188,18 @@ SOURCES: dict[str, Source] = {
 DEFAULT_DATA = "~/.cache/gatezoo/data"
 
 
+def _resolve_env_data() -> None:
+    """A relative $GATEZOO_DATA means relative to where the command was started: made absolute once, at import (the
+    start of every entry point), so a later chdir (a test's temp folder, a job's working dir) and the processes this
+    one starts see the same folder."""
+    value = os.environ.get(ENV_DATA)
+    if value and not Path(value).expanduser().is_absolute():
+        os.environ[ENV_DATA] = os.path.abspath(os.path.expanduser(value))
+
+
+_resolve_env_data()
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """The data directory: ``path`` if given (config ``paths.data_dir``), else $GATEZOO_DATA, else the user cache."""
     chosen = path if path not in (None, "") else os.environ.get(ENV_DATA) or DEFAULT_DATA

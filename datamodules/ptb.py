@@ -67,7 +67,7 @@ def tokenize(paths: dict) -> dict:
     word2idx, idx2word, out = {}, [], {}
     for split in SPLITS:
         ids = []
-        with open(paths[split], "r", encoding="utf-8") as f:
+        with open(paths[split], encoding="utf-8") as f:
             for line in f:
                 for word in line.split() + [EOS]:
                     if word not in word2idx:

@@ -68,11 +68,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .base import PROTOCOLS
+from .base import PROTOCOLS, EpochCounter, EpochSeeded, check_int
 from .cache import cache_dir
 from .files import DataError, cached, fetch, safe_extract, sha256
 from .progress import step
-from .base import EpochCounter, EpochSeeded, check_int
 
 LANGS = ("de", "en")
 DIRECTIONS = ("de-en", "en-de")
@@ -90,14 +89,14 @@ def remove_bpe(s: str) -> str:
     return _BPE.sub("", s)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer(lang: str):
     from sacremoses import MosesTokenizer
 
     return MosesTokenizer(lang)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detokenizer(lang: str):
     from sacremoses import MosesDetokenizer
 
@@ -649,6 +648,16 @@ class Translation(EpochSeeded, L.LightningDataModule):
     def pairs(self, split: str):
         """``split``'s token ids as the loaders read them (``Pairs``: src, tgt and their offsets), after setup()."""
         return self._sets[self._split(split)]
+
+    def text_pairs(self) -> dict[str, tuple[list[str], list[str]]]:
+        """{split: (source lines, target lines)}: the BPE text this module's token ids are made from, in their order
+        and cut to its sizes (after setup()); for tools that read text (an external baseline)."""
+        name, key, build = self._corpus()
+        corpus = cached(name, {**key, "version": PREP_VERSION}, build)
+        heldout = self.heldout if self.source == "offline" else None
+        return {split: (list(src[:self.sizes[split]]), list(tgt[:self.sizes[split]]))
+                for split, (src, tgt) in split_pairs(corpus, self.src_lang, self.tgt_lang, heldout).items()
+                if split in self.sizes}
 
     def dataloader(self, split: str) -> DataLoader:
         """``split``'s pairs in evaluation order: sorted by length, ``eval_batch_size`` (and max_tokens), fixed."""

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from datamodules.cache import atomic_file  # the one atomic writer (records, caches, checkpoints)
+from fileio import atomic_file  # the one atomic writer (records, caches, checkpoints)
 
 
 class ExpLossLR(L.Callback):

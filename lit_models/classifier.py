@@ -16,7 +16,7 @@ split, each example once. ``evaluate`` is the final test of a run: one process, 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch

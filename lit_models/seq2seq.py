@@ -37,7 +37,8 @@ class Seq2Seq(nn.Module):
                  cell_options: dict | None = None):
         super().__init__()
         if nhid % 2:
-            raise ValueError(f"nhid={nhid}: must be even (the bidirectional first encoder layer has nhid/2 per direction)")
+            raise ValueError(f"nhid={nhid}: must be even (the bidirectional first encoder layer has nhid/2 per "
+                             "direction)")
         if nlayers < 1:
             raise ValueError(f"nlayers={nlayers}: must be at least 1")
         opts = dict(cell_options or {})
@@ -122,7 +123,8 @@ def decoder_gates(net: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt: Tensor, *
         feed, w = memory.new_zeros(src.shape[0], net.nhid), net.decoder.weights()
         out: dict[str, list[Tensor]] = {g: [] for g in gates}
         for t in range(tgt.shape[1] - 1):
-            feed, state, _, g = net.decode_step(tgt[:, t], feed, state, memory, keys, mask, return_gates=True, weights=w)
+            feed, state, _, g = net.decode_step(tgt[:, t], feed, state, memory, keys, mask, return_gates=True,
+                                                weights=w)
             g = g[layer] if isinstance(g, list) else g
             real = tgt[:, t + 1] != net.pad
             for k in gates:

@@ -7,8 +7,8 @@ run before a step is taken with it, so the last checkpoint stays good.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import lightning as L
 import torch

@@ -21,20 +21,29 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .results import atomic_write_bytes, atomic_write_text, failure
+from fileio import atomic_write_bytes, atomic_write_text
+
+from .results import failure
 
 FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std", "n", "delta", "seeds", "presets",
-          "status", "params_published", "params", "params_match"]
+          "status", "params_published", "params", "params_match", "wall_s", "git"]
 
 
 LOW_PRECISION = ("ppl", "bleu")  # metrics printed with 2 decimals, as the papers do
 
 
-def _is_acc(metric: str) -> bool:
+def is_acc(metric: str) -> bool:
     return "acc" in metric
 
 
-def _select(table: str, records: Sequence[dict], preset: str | None) -> list[dict]:
+def decimals(metric: str, units: str = "fraction") -> int:
+    """Decimal places a metric is shown with: counts none, percents, perplexities and BLEU 2 (as the papers), else 4."""
+    if metric == "params":
+        return 0
+    return 2 if (is_acc(metric) and units == "percent") or metric in LOW_PRECISION else 4
+
+
+def select(table: str, records: Sequence[dict], preset: str | None) -> list[dict]:
     """The records of ``table`` (and ``preset``), one per (row, column, preset, seed): the newest wins, so a
     rerun of a seed replaces its earlier result instead of being averaged with it."""
     latest: dict[tuple, dict] = {}
@@ -56,13 +65,13 @@ def _pairs(rows: Sequence[str], columns: Sequence[str], recs: Sequence[dict]) ->
     return grid + sorted(extra, key=lambda p: (rank.get(p[0], len(rank)), extra.index(p)))
 
 
-def _fmt(x, decimals: int, signed: bool = False) -> str:
+def fmt(x, decimals: int, signed: bool = False) -> str:
     if x is None:
         return "—"
     return f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
 
 
-def _params_text(row: dict) -> str:
+def params_text(row: dict) -> str:
     pub, rep = row["params_published"], row["params"]
     if pub is None and rep is None:
         return ""
@@ -73,8 +82,8 @@ def _params_text(row: dict) -> str:
 def _reproduced_text(row: dict, decimals: int) -> str:
     if row["status"] != "ok":
         return row["status"]
-    text = _fmt(row["mean"], decimals)
-    return (f"{text} +- {_fmt(row['std'], decimals)}" if row["n"] > 1 else text) + f" (n={row['n']})"
+    text = fmt(row["mean"], decimals)
+    return (f"{text} +- {fmt(row['std'], decimals)}" if row["n"] > 1 else text) + f" (n={row['n']})"
 
 
 def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], float], records: Sequence[dict],
@@ -96,10 +105,10 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
     """
     if units not in ("fraction", "percent"):
         raise ValueError(f"units must be 'fraction' or 'percent', got {units!r}")
-    acc = _is_acc(metric)
+    acc = is_acc(metric)
     scale = 100.0 if acc and units == "percent" else 1.0
-    decimals = 0 if metric == "params" else 2 if scale == 100.0 or metric in LOW_PRECISION else 4
-    recs = _select(table, records, preset)
+    places = decimals(metric, units)
+    recs = select(table, records, preset)
     out = []
     for row, col in _pairs(rows, columns, recs):
         group = [r for r in recs if (r["row"], r["column"]) == (row, col)]
@@ -134,41 +143,44 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
             "params_published": pub_params,
             "params": rep_params[0] if len(rep_params) == 1 else (" ".join(map(str, rep_params)) or None),
             "params_match": pub_params == rep_params[0] if pub_params is not None and len(rep_params) == 1 else None,
+            "wall_s": statistics.fmean(walls) if (walls := [r["wall_s"] for r in group if r.get("wall_s") is not None])
+            else None,
+            "git": " ".join(sorted({str(r["git"]) for r in group if r.get("git")})),
         })
     title = f"{table} — {paper} — preset {preset or 'any'}"
-    _print(out, title, metric, units if acc else "", notes, decimals, console)
+    _print(out, title, metric, units if acc else "", notes, places, console)
     if out_dir is not None:
-        _write(out, Path(out_dir), table, title, metric, units if acc else "", notes, decimals)
+        _write(out, Path(out_dir), table, title, metric, units if acc else "", notes, places)
     return out
 
 
-def _cells(row: dict, decimals: int) -> list[str]:
-    return [row["row"], row["column"], _fmt(row["published"], decimals), _reproduced_text(row, decimals),
-            _fmt(row["delta"], decimals, signed=True), row["presets"], _params_text(row)]
+def line_cells(row: dict, decimals: int) -> list[str]:
+    return [row["row"], row["column"], fmt(row["published"], decimals), _reproduced_text(row, decimals),
+            fmt(row["delta"], decimals, signed=True), row["presets"], params_text(row)]
 
 
 HEADERS = ["row", "column", "published", "reproduced", "delta", "preset", "params"]
 
 
-def _legend(metric: str, unit: str) -> str:
+def legend(metric: str, unit: str) -> str:
     return (f"{metric}" + (f" in {unit}" if unit else "") + "; reproduced = mean +- std over seeds (n); "
             "delta = reproduced - published; params = paper vs ours")
 
 
 def _print(out, title, metric, unit, notes, decimals, console):
-    tab = Table(title=title, caption="\n".join([_legend(metric, unit), *notes]), caption_justify="left")
+    tab = Table(title=title, caption="\n".join([legend(metric, unit), *notes]), caption_justify="left")
     for h in HEADERS:
         tab.add_column(h, justify="left" if h in ("row", "column", "preset") else "right")
     for row in out:
-        tab.add_row(*_cells(row, decimals), style="dim" if row["status"] in ("not run", "literature") else None)
+        tab.add_row(*line_cells(row, decimals), style="dim" if row["status"] in ("not run", "literature") else None)
     (console or Console()).print(tab)
 
 
 def _write(out, out_dir: Path, table, title, metric, unit, notes, decimals):
     """<table>.md (readable, with title and notes) and <table>.csv (raw numbers, ``FIELDS``), both atomic."""
-    lines = [f"# {title}", "", _legend(metric, unit), "",
+    lines = [f"# {title}", "", legend(metric, unit), "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r, decimals)) + " |" for r in out]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line_cells(r, decimals)) + " |" for r in out]
     lines += [""] + [f"- {n}" for n in notes]
     atomic_write_text(out_dir / f"{table}.md", "\n".join(lines).rstrip() + "\n")
     buf = io.StringIO()
@@ -186,7 +198,7 @@ def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "resu
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global backend state to change
     from matplotlib.figure import Figure
 
-    recs = [r for r in _select(table, records, preset) if metric in (r.get("curve") or {})]
+    recs = [r for r in select(table, records, preset) if metric in (r.get("curve") or {})]
     pairs = _pairs(rows, columns, recs)
     cols = [c for c in dict.fromkeys(c for _, c in pairs) if any(r["column"] == c for r in recs)] or ["(no curves)"]
     ncol = min(len(cols), 4)

@@ -3,13 +3,15 @@
 
 An experiment file says what each preset changes for its table under ``presets.<preset>``; those keys are turned into
 Hydra overrides placed before the user's, so ``python reproduce/table2_simplified.py --preset quick
-trainer.max_epochs=2`` runs 2 epochs although ``quick`` says 6. ``presets.<preset>.groups: {optim: adam}`` swaps a
+trainer.max_epochs=2`` runs 2 epochs whatever ``quick`` says. ``presets.<preset>.groups: {optim: adam}`` swaps a
 whole config group (``optim=adam``) before the other changes apply.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import sys
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -20,6 +22,30 @@ from omegaconf.errors import OmegaConfBaseException
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = ("paper", "quick", "smoke")
+
+
+class ConfigError(ValueError):
+    """A config the user asked for cannot be composed: an unknown preset, experiment, group option or key."""
+
+
+def default_preset(launcher: str | None = None) -> str:
+    """``paper`` where a GPU is visible (or the runs go to SLURM), else ``quick``: the same for the table scripts
+    and ``python -m reproduce.train``."""
+    import torch
+
+    return "paper" if torch.cuda.is_available() or launcher == "slurm" else "quick"
+
+
+@contextlib.contextmanager
+def usage_errors(prog: str):
+    """A user's mistake in what is asked for (a ``ValueError`` while composing and checking the config: an unknown
+    key, cell, task kind or option, each listing the valid ones) ends the command with its message alone and exit
+    status 2, as argparse does for a bad flag: no traceback."""
+    try:
+        yield
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def experiments() -> list[str]:
@@ -68,9 +94,9 @@ def _explain(err: Exception, overrides: list[str], base: DictConfig | None) -> s
 
 def compose(experiment: str | None = None, preset: str = "quick", overrides: list[str] = ()) -> DictConfig:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if experiment is not None and experiment not in experiments():
-        raise ValueError(f"unknown experiment {experiment!r}; valid: {', '.join(experiments())}")
+        raise ConfigError(f"unknown experiment {experiment!r}; valid: {', '.join(experiments())}")
     head = ([f"experiment={experiment}"] if experiment else []) + [f"preset={preset}"]
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         base = hydra_compose("config", overrides=head)
@@ -82,5 +108,11 @@ def compose(experiment: str | None = None, preset: str = "quick", overrides: lis
         try:
             cfg = hydra_compose("config", overrides=head + extra + list(overrides))
         except (HydraException, OmegaConfBaseException) as e:
-            raise ValueError(_explain(e, list(overrides), base)) from None
+            # the valid keys are those of the config the user's group choices (task=ptb, optim=adam) make
+            groups = [o for o in overrides if "." not in o.split("=", 1)[0] and "=" in o]
+            try:
+                chosen = hydra_compose("config", overrides=head + extra + groups)
+            except (HydraException, OmegaConfBaseException):
+                chosen = base
+            raise ConfigError(_explain(e, list(overrides), chosen)) from None
     return cfg

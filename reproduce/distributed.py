@@ -20,8 +20,9 @@ How a DDP run goes here (the rest of the code asks ``is_global_zero()`` and ``ag
   the whole split, each example once. The record's final test numbers are computed after training by rank 0 alone,
   on the whole test split with the best checkpoint: the same number a single-process evaluation of that checkpoint
   gives, whatever the number of devices.
-- Language models refuse to run on more than one device (``Unsupported``): the hidden state runs along each batch
-  row from one window to the next, so a rank would have to own whole rows of the stream.
+- A task kind that cannot use several devices says why (``TaskKind.single_device``) and is refused (``Unsupported``):
+  a language model's hidden state runs along each batch row from one window to the next, so a rank would have to own
+  whole rows of the stream.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ import functools
 import os
 import sys
 
-import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
@@ -114,26 +114,26 @@ def _devices(text: str):
     return text
 
 
-def check(cfg: DictConfig) -> tuple[int, int]:
-    """(devices per node, nodes); raises ``Unsupported`` when the task cannot train on more than one device."""
+def check(cfg: DictConfig, single_device: str = "") -> tuple[int, int]:
+    """(devices per node, nodes); raises ``Unsupported`` when the task cannot train on more than one device
+    (``single_device``: why, from its kind; "" when it can)."""
     devices, nodes = layout(cfg)
-    if devices * nodes > 1 and cfg.task.get("kind") == "language_model":
+    if devices * nodes > 1 and single_device:
         raise Unsupported(
-            f"task {cfg.task.name} is a language model, and language models train on one device: the hidden state "
-            f"runs along each batch row from one BPTT window to the next, so DDP would need every rank to own whole "
-            f"rows of the stream (not implemented). trainer.devices={cfg.trainer.devices} x "
+            f"task {cfg.task.name} trains on one device: {single_device}. trainer.devices={cfg.trainer.devices} x "
             f"trainer.num_nodes={cfg.trainer.num_nodes} asks for {devices * nodes} processes: set "
             f"trainer.devices=1 trainer.num_nodes=1 (one GPU), and run several grid points at once instead "
             f"(--launcher slurm: one job per point)")
     return devices, nodes
 
 
-def launch(cfg: DictConfig) -> int:
+def launch(cfg: DictConfig, single_device: str = "") -> int:
     """Start (or join) the processes of a DDP run and set up the process group; returns the world size. Does nothing
-    for one device or when already done. See the module's docstring."""
+    for one device or when already done; refuses several for a task that trains on one (``check``). See the
+    module's docstring."""
     if _initialized():
         return world_size()
-    devices, nodes = check(cfg)
+    devices, nodes = check(cfg, single_device)
     if devices * nodes == 1:
         return 1
     from lightning.fabric.strategies import DDPStrategy
@@ -162,7 +162,8 @@ def batch_line(cfg: DictConfig, what: str = "") -> str:
 
 
 def describe(cfg: DictConfig) -> dict:
-    """What a record keeps of the run's layout: {"devices": {"per_node", "nodes", "batch_per_device", "global_batch"}}."""
+    """What a record keeps of the run's layout:
+    {"devices": {"per_node", "nodes", "batch_per_device", "global_batch"}}."""
     devices, nodes = layout(cfg)
     b = int(cfg.task.data.batch_size)
     return {"devices": {"per_node": devices, "nodes": nodes, "batch_per_device": b,

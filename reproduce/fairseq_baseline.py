@@ -1,8 +1,8 @@
 """An external baseline: fairseq's ``lstm_wiseman_iwslt_de_en`` trained on exactly the data of gatezoo's quick
 Table 2 De->En column, translated with beam 5 and scored with gatezoo's own BLEU (``lit_models/bleu.py``).
 
-    python reproduce/fairseq_baseline.py --fairseq-bin /work/fsvenv/bin            # 6 epochs, as quick
-    python reproduce/fairseq_baseline.py --fairseq-bin /work/fsvenv/bin --epochs 1 --threads 1
+    python reproduce/fairseq_baseline.py --fairseq-bin ~/fairseq-venv/bin            # the quick budget
+    python reproduce/fairseq_baseline.py --fairseq-bin ~/fairseq-venv/bin --epochs 1 --threads 1
 
 fairseq is an optional extra (``gatezoo[fairseq]``, README "fairseq baseline (optional)"): it runs as its own command
 line tools (``fairseq-preprocess``, ``fairseq-train``, ``fairseq-generate``) from ``--fairseq-bin`` (default: the
@@ -22,7 +22,8 @@ Steps:
      tokens (gatezoo's ``task.mt`` defaults);
   5. gatezoo's BLEU on the hypotheses: BPE removed with ``translation.remove_bpe``, ``tokenized_bleu`` against
      ``dm.references("test")`` (case-insensitive for De->En) and ``detok_bleu`` (sacreBLEU, with its signature) of
-     the Moses-detokenised text against ``dm.raw_references("test")``, exactly as ``reproduce/train_mt.bleu_of``.
+     the Moses-detokenised text against ``dm.raw_references("test")``, exactly as
+     ``reproduce.kinds.translation.bleu_of``.
 
 Written: the text, binarised data, checkpoints and logs under ``$GATEZOO_RUNS/fairseq_baseline/quick`` (default
 runs/; rebuilt on every run), the numbers under ``$GATEZOO_RESULTS/fairseq_baseline/quick/<arch>.<direction>.json``.
@@ -30,6 +31,7 @@ runs/; rebuilt on every run), the numbers under ``$GATEZOO_RESULTS/fairseq_basel
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -43,26 +45,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout too
 
 import datamodules  # noqa: E402
-from datamodules.cache import cached  # noqa: E402
-from datamodules.translation import PREP_VERSION, detokenize, encode, remove_bpe, split_pairs  # noqa: E402
+from datamodules.translation import detokenize, encode, remove_bpe  # noqa: E402
+from fileio import atomic_write_text  # noqa: E402
 from lit_models.bleu import detok_bleu, tokenized_bleu  # noqa: E402
 
 ARCH = "lstm_wiseman_iwslt_de_en"
 SPLITS = ("train", "valid", "test")
 TOOLS = ("fairseq-preprocess", "fairseq-train", "fairseq-generate")
-QUICK = {"bpe_merges": 4000, "epochs": 6, "lr": 0.002, "clip": 2.0, "batch_size": 32, "beam": 5, "lenpen": 1.0,
-         "max_len_a": 1.5, "max_len_b": 10, "eval_batch_size": 64, "seed": 1}
+FAIRSEQ_SEED = 1  # fairseq-train's own default seed
+VENV = "~/fairseq-venv"  # where the install commands below put fairseq (any folder will do: --fairseq-bin <it>/bin)
+
+
+@functools.lru_cache(maxsize=1)
+def quick_budget() -> dict:
+    """The quick preset of G2 Table 2's De->En column, read from its experiment config (one source: what
+    ``python reproduce/table2_g2lstm.py --preset quick`` trains): BPE merges, epochs, Adam's rate, clipping, batch
+    sizes and the search settings."""
+    from reproduce import config
+
+    cfg = config.compose("table2_g2lstm", "quick")
+    data, mt = cfg.task.data, cfg.task.mt
+    return {"bpe_merges": data.bpe_merges, "epochs": cfg.trainer.max_epochs, "lr": cfg.optim.lr,
+            "clip": cfg.trainer.gradient_clip_val, "batch_size": data.batch_size, "beam": mt.beam,
+            "lenpen": mt.alpha, "max_len_a": mt.max_len_a, "max_len_b": mt.max_len_b,
+            "eval_batch_size": data.eval_batch_size}
 
 # The install sequence that works (README, "fairseq baseline (optional)"): upstream fairseq 0.12.2 does not import on
 # Python 3.11; the fork fairseq-fixed builds its C++/Cython extensions against the installed torch, so it needs
 # --no-build-isolation, and --no-deps because it lists torchaudio (no build for torch 2.13; its text parts do not use
 # it). Its other runtime requirements are the extra gatezoo[fairseq] (pyproject.toml).
 INSTALL = """\
-python3 -m venv /work/fsvenv
-/work/fsvenv/bin/pip install torch==2.13.0
-/work/fsvenv/bin/pip install --prefer-binary cython numpy wheel cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex \\
+python3 -m venv ~/fairseq-venv
+~/fairseq-venv/bin/pip install torch==2.13.0
+~/fairseq-venv/bin/pip install --prefer-binary cython numpy wheel cffi "hydra-core==1.3.2" "omegaconf==2.3.0" regex \\
     "sacrebleu>=1.4.12" tqdm bitarray scikit-learn packaging
-MAX_JOBS=2 /work/fsvenv/bin/pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1"""
+MAX_JOBS=2 ~/fairseq-venv/bin/pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1"""
 
 
 # fairseq-fixed 0.12.3.1's data_utils.batch_by_size DROPS the last batch of a split when its size is not a multiple
@@ -82,9 +99,10 @@ class FairseqMissing(RuntimeError):
 # ---- the data -------------------------------------------------------------------------------------------------------
 
 
-def build_datamodule(direction: str = "de-en", bpe_merges: int = QUICK["bpe_merges"], data_dir=None,
+def build_datamodule(direction: str = "de-en", bpe_merges: int | None = None, data_dir=None,
                      limit_train: int | None = None, limit_eval: int | None = None):
     """The DataModule of the quick Table 2 column of ``direction`` (conf/experiment/table2_g2lstm.yaml), set up."""
+    bpe_merges = quick_budget()["bpe_merges"] if bpe_merges is None else bpe_merges
     dm = datamodules.build("iwslt14", direction=direction, source="offline", bpe_merges=bpe_merges,
                            data_dir=data_dir, limit_train=limit_train, limit_eval=limit_eval)
     dm.prepare_data()
@@ -94,17 +112,10 @@ def build_datamodule(direction: str = "de-en", bpe_merges: int = QUICK["bpe_merg
 
 def bpe_pairs(dm) -> dict[str, tuple[list[str], list[str]]]:
     """{split: (BPE source lines, BPE target lines)} of the DataModule's splits, in their order, as its own ids were
-    made from them (the corpus cache that ``Translation._text`` reads, cut by ``split_pairs`` and the limits); checked
+    made from them (``Translation.text_pairs``); checked
     against ``dm``'s ids on both sides, so that an export can never drift from what gatezoo trains on."""
-    name, key, build = dm._corpus()
-    corpus = cached(name, {**key, "version": PREP_VERSION}, build)
-    heldout = dm.heldout if dm.source == "offline" else None
     out = {}
-    for split, (src, tgt) in split_pairs(corpus, dm.src_lang, dm.tgt_lang, heldout).items():
-        if split not in dm.sizes:
-            continue
-        n = dm.sizes[split]
-        src, tgt = list(src[:n]), list(tgt[:n])
+    for split, (src, tgt) in dm.text_pairs().items():
         data = dm.pairs(split)
         for side, lines, vocab, ids, offsets in (("source", src, dm.src_vocab, data.src, data.src_offsets),
                                                  ("target", tgt, dm.tgt_vocab, data.tgt, data.tgt_offsets)):
@@ -146,7 +157,7 @@ def find_fairseq(bin_dir: str | Path | None = None) -> dict[str, str]:
             raise FairseqMissing(
                 f"{tool} not found {where}: fairseq is an optional extra (gatezoo[fairseq]). Install it into its own "
                 f"virtual environment with\n\n{INSTALL}\n\nthen run: python reproduce/fairseq_baseline.py "
-                "--fairseq-bin /work/fsvenv/bin")
+                f"--fairseq-bin {VENV}/bin")
         found[tool] = path
     return found
 
@@ -164,9 +175,10 @@ def fairseq_version(tools: dict[str, str]) -> str:
 
 
 def commands(tools: dict[str, str], text_dir: Path, bin_dir: Path, ckpt_dir: Path, src: str, tgt: str,
-             epochs: int = QUICK["epochs"], seed: int = QUICK["seed"]) -> dict[str, list[str]]:
+             epochs: int | None = None, seed: int = FAIRSEQ_SEED) -> dict[str, list[str]]:
     """The three command lines, quick budget (module docstring)."""
-    q = QUICK
+    q = quick_budget()
+    epochs = q["epochs"] if epochs is None else epochs
     return {
         "preprocess": [tools["fairseq-preprocess"], "--source-lang", src, "--target-lang", tgt,
                        "--trainpref", str(text_dir / "train"), "--validpref", str(text_dir / "valid"),
@@ -243,7 +255,7 @@ def valid_curve(log: str) -> list[dict]:
 
 
 def score(hyps_bpe: list[str], dm, split: str = "test") -> dict:
-    """gatezoo's BLEU of BPE hypotheses, as ``reproduce.train_mt.bleu_of`` computes it for our models."""
+    """gatezoo's BLEU of BPE hypotheses, as ``reproduce.kinds.translation.bleu_of`` computes it for our models."""
     lowercase = dm.tgt_lang == "en"  # De->En: case-insensitive (the paper's); En->De: cased (table2's en-de column)
     tokenised = [remove_bpe(h) for h in hyps_bpe]
     detok = [detokenize(s, dm.tgt_lang) for s in tokenised]
@@ -261,17 +273,20 @@ def main(argv=None) -> dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fairseq-bin", default=None,
                    help="the bin folder of the environment that has fairseq (default: the PATH)")
-    p.add_argument("--epochs", type=int, default=QUICK["epochs"], help="training epochs (quick: 6)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the quick preset's)")
     p.add_argument("--direction", default="de-en", choices=("de-en", "en-de"))
-    p.add_argument("--seed", type=int, default=QUICK["seed"], help="fairseq-train --seed (its default: 1)")
+    p.add_argument("--seed", type=int, default=FAIRSEQ_SEED, help="fairseq-train --seed (its default: 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads of the fairseq processes (default: torch's choice)")
     p.add_argument("--data-dir", default=None, help="the shared data (default: $GATEZOO_DATA)")
-    p.add_argument("--bpe-merges", type=int, default=QUICK["bpe_merges"], help=argparse.SUPPRESS)  # smoke tests
+    p.add_argument("--bpe-merges", type=int, default=None, help=argparse.SUPPRESS)  # smoke tests
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-eval", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    quick = args.bpe_merges == QUICK["bpe_merges"] and args.limit_train is None and args.limit_eval is None
+    budget = quick_budget()
+    args.epochs = budget["epochs"] if args.epochs is None else args.epochs
+    args.bpe_merges = budget["bpe_merges"] if args.bpe_merges is None else args.bpe_merges
+    quick = args.bpe_merges == budget["bpe_merges"] and args.limit_train is None and args.limit_eval is None
     try:
         tools = find_fairseq(args.fairseq_bin)
     except FairseqMissing as e:
@@ -326,10 +341,9 @@ def main(argv=None) -> dict:
         "fairseq_own_bleu_on_bpe": fairseq_own.group(1).strip() if fairseq_own else None,
         "commands": {k: " ".join(v) for k, v in cmds.items()}, "provenance": dm.provenance, "run_dir": str(runs),
         "preset": preset,
-        "budget": {**QUICK, "bpe_merges": args.bpe_merges, "epochs": args.epochs, "seed": args.seed},
+        "budget": {**budget, "bpe_merges": args.bpe_merges, "epochs": args.epochs, "seed": args.seed},
     }
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
     print(f"fairseq {version} {ARCH}, {args.direction}, {args.epochs} epochs on {counts['train']:,} training pairs "
           f"(best validation epoch {best.get('epoch')}, ppl {best.get('ppl')}): test BLEU {s['bleu']:.2f} "
           f"(tokenised{', lowercased' if s['lowercase'] else ''}), sacreBLEU {s['sacrebleu']:.2f} "

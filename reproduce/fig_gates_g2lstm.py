@@ -69,7 +69,7 @@ def lm_gates(run: dict, args, dm_cache: dict) -> tuple[dict, list[str], dict, st
     """Table 1's language model: (flat gate values on the first --tokens test tokens, heat-map words, their gates,
     what was read)."""
     from lit_models.language_model import load_model
-    from reproduce.train import build_datamodule
+    from reproduce.kit import build_datamodule
 
     if "dm" not in dm_cache:
         dm = dm_cache["dm"] = build_datamodule(OmegaConf.create(run["config"]))
@@ -93,7 +93,7 @@ def mt_gates(run: dict, args, dm_cache: dict) -> tuple[dict, list[str], dict, st
     from datamodules.translation import collate
     from lit_models.seq2seq import decoder_gates
     from lit_models.translator import load_translator
-    from reproduce.train import build_datamodule
+    from reproduce.kit import build_datamodule
 
     if "dm" not in dm_cache:
         dm = dm_cache["dm"] = build_datamodule(OmegaConf.create(run["config"]))

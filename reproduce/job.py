@@ -5,10 +5,10 @@
     python -m reproduce.job --multirun hydra/launcher=submitit_local table=table2_simplified table_preset=smoke \\
         point=0,1                                                                                   # what it runs
 
-The table script (``reproduce/runner.py``, ``submit_grid``) writes the ``--multirun`` command line: ``point`` sweeps
-over the grid points that have no record yet (their indices in ``runner.grid_jobs``), ``overrides`` carries the
+The table script (``reproduce/multirun.py``, ``submit_grid``) writes the ``--multirun`` command line: ``point`` sweeps
+over the grid points that have no record yet (their indices in ``grid.grid_jobs``), ``overrides`` carries the
 script's config overrides and ``hydra.*`` overrides choose and configure the launcher (``conf/hydra/launcher/``).
-Each job composes the table's config exactly as the script did and trains its point through the runner's own
+Each job composes the table's config exactly as the script did and trains its point through ``reproduce.loop``'s
 ``train_grid`` (``derive_grid`` for a table made from another table's models): the same run folder, run lock,
 resume from ``last.ckpt`` and result record as a sequential run, so ``--collect`` finds it and two jobs never write
 one folder. The job's Hydra config: ``conf/job.yaml``.
@@ -42,19 +42,19 @@ def _table_hydra():
 
 def run_point(job: DictConfig) -> None:
     """Train (or derive) grid point ``job.point`` of table ``job.table``: see the module's docstring."""
-    from reproduce import config, runner  # torch and lightning load in the job, not in the process that submits
+    from reproduce import config, grid, loop  # torch and lightning load in the job, not in the process that submits
 
     overrides = [str(o) for o in OmegaConf.to_container(job.overrides, resolve=False)]
     with _table_hydra():
         cfg = config.compose(job.table, job.table_preset, overrides)
-    jobs = runner.grid_jobs(runner.grid_points(cfg), cfg.seed, job.seeds)
+    jobs = grid.grid_jobs(grid.grid_points(cfg), cfg.seed, job.seeds)
     if not 0 <= job.point < len(jobs):
         raise ValueError(f"point={job.point}: {job.table} has {len(jobs)} grid points under preset "
                          f"{job.table_preset} with {job.seeds} seed(s): 0 to {len(jobs) - 1}")
     point, seed = jobs[job.point]
     cfg = OmegaConf.merge(cfg, {"seed": seed})  # the runner's seed + 0: this point's seed
-    grid = runner.derive_grid if cfg.table.get("source") else runner.train_grid
-    grid(cfg, job.table, [point], 1, Path(cfg.paths.results), force=job.force)
+    run_grid = loop.derive_grid if cfg.table.get("source") else loop.train_grid
+    run_grid(cfg, job.table, [point], 1, Path(cfg.paths.results), force=job.force)
 
 
 @hydra.main(config_path="../conf", config_name="job", version_base=None)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from fileio import atomic_write_text
+
 REQUIRED = ("table", "paper", "row", "column", "seed", "preset", "metrics")
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 
@@ -61,21 +63,6 @@ def _number(text: str):
         except ValueError:
             pass
     return text
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part
-    (``datamodules.cache.atomic_file``)."""
-    from datamodules.cache import atomic_file  # here, not at the top: reading records must not load the data stack
-
-    with atomic_file(path) as fh:
-        fh.write(data)
-    return Path(path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """``atomic_write_bytes`` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _safe(name) -> str:

@@ -2,7 +2,8 @@
 after finetune and with the continuous cache pointer; the paper's literature rows are printed as published.
 
 The grid and hyper-parameters: conf/experiment/table1_g2lstm.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table1_g2lstm.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table1_g2lstm.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Lu & Salem 2017, Table I: pixel-wise MNIST, each cell x each eta0.
 
 The grid and hyper-parameters: conf/experiment/table1_simplified.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table1_simplified.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table1_simplified.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -7,7 +7,8 @@ and G2-LSTM, WMT'14 En->De and IWSLT'14 De->En.
 
 The grid and hyper-parameters: conf/experiment/table2_g2lstm.yaml; the printed numbers: reproduce/published/.
 Every BLEU is printed beside the number of training pairs it came from.
-`python reproduce/table2_g2lstm.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table2_g2lstm.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

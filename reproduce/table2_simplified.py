@@ -1,7 +1,8 @@
 """Lu & Salem 2017, Table II: row-wise MNIST, each cell x each eta0.
 
 The grid and hyper-parameters: conf/experiment/table2_simplified.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table2_simplified.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table2_simplified.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -2,7 +2,8 @@
 parameters (round, round & clip, SVD). Trains nothing: run reproduce/table1_g2lstm.py with the same preset first.
 
 The grid and settings: conf/experiment/table3_g2lstm.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table1_g2lstm.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table3_g2lstm.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -2,7 +2,8 @@
 (Zaremba et al.'s schedule; hidden sizes found for each parameter budget).
 
 The grid and hyper-parameters: conf/experiment/table3_jozefowicz.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table3_jozefowicz.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table3_jozefowicz.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Lu & Salem 2017, Table III: IMDB, each cell x each eta0.
 
 The grid and hyper-parameters: conf/experiment/table3_simplified.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table3_simplified.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table3_simplified.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Akandeh & Salem, Table 4: IMDB with sigmoid activation, lstm / lstm6 / lstm_c6 x eta.
 
 The grid and hyper-parameters: conf/experiment/table4_slim.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table4_slim.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table4_slim.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

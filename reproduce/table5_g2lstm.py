@@ -3,7 +3,8 @@ forget-gate parameters (round, round & clip, SVD rank 32 and 16). Trains nothing
 the same preset first.
 
 The grid and settings: conf/experiment/table5_g2lstm.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table5_g2lstm.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table5_g2lstm.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

@@ -1,7 +1,8 @@
 """Akandeh & Salem, Table 7: 20 Newsgroups, bidirectional lstm / lstm6 / lstm_c6 x eta.
 
 The grid and hyper-parameters: conf/experiment/table7_slim.yaml; the printed numbers: reproduce/published/.
-`python reproduce/table7_slim.py --help` lists the options (--preset, --seeds, --cells, --collect, Hydra overrides).
+`python reproduce/table7_slim.py --help` lists the options
+(--preset, --seeds, --cells, --collect, Hydra overrides).
 """
 import sys
 from pathlib import Path

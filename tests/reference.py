@@ -8,10 +8,19 @@ package's. It never calls the cell's own ``step``, weights or fused form.
 ``layer_forward(layer, x, state)`` rolls it over a whole (unpadded) batch-first sequence for a stacked, possibly
 bidirectional layer, with nn.LSTM's state layout.
 
+A cell's reference is ONE step function registered by ``@reference(name, cell_state=..., gates=...)``: what CELLS.md
+says its state is ((h, c) or h alone) and which gates it exposes. ``REFERENCES`` is then the list of the cells of
+CELLS.md; the tests take every other per-cell fact from the registry (``cells.get(name)``), and fail naming a
+registered cell that has no reference step here.
+
 State: ``(h, c)`` for cells with a cell state, ``(h,)`` otherwise. FGR's previous gates are passed as ``prev``
 (a dict i, f, o; None = all zero, as at the start of every call).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -30,19 +39,38 @@ def hard_sigmoid(v: Tensor) -> Tensor:  # Keras 2.0-2.2: clip(0.2 x + 0.5, 0, 1)
 ACT = {"tanh": torch.tanh, "sigmoid": sigmoid, "relu": lambda v: torch.clamp(v, min=0.0), "identity": lambda v: v}
 GATE = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 
-# Cells whose layer state is (h, c); the others carry h alone.
-CELL_STATE = {"lstm", "lstm1", "lstm2", "lstm3", "lstm6", "lstm_c6", "peephole_lstm", "nig", "nfg", "nog", "niaf",
-              "noaf", "np", "cifg", "fgr", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "g2_lstm", "sharpened_lstm"}
+# ---- the reference steps, one per cell, registered by name --------------------------------------------------------
 
-# The gates each cell exposes (CELLS.md; a removed or constant gate is absent). CIFG's f = 1 - i is a gate.
-GATES = {
-    **{k: ("i", "f", "o") for k in ("lstm", "lstm1", "lstm2", "lstm3", "np", "lstm_b", "g2_lstm", "sharpened_lstm",
-                                    "peephole_lstm", "niaf", "noaf", "cifg", "fgr")},
-    "lstm6": (), "lstm_c6": (), "tanh_rnn": (),
-    "nig": ("f", "o"), "nfg": ("i", "o"), "nog": ("i", "f"),
-    "lstm_f": ("i", "o"), "lstm_i": ("f", "o"), "lstm_o": ("i", "f"),
-    "gru": ("r", "z"), "mut1": ("r", "z"), "mut2": ("r", "z"), "mut3": ("r", "z"),
-}
+
+@dataclass(frozen=True)
+class Reference:
+    step: Callable  # (p, x, h, c, s) -> (new state, gates); s: name, options, act, sig, training, prev, noise
+    cell_state: bool  # the layer state is (h, c); else h alone
+    gates: tuple[str, ...]  # the gates the cell exposes (CELLS.md; a removed or constant gate is absent)
+
+
+REFERENCES: dict[str, Reference] = {}
+
+
+def reference(name: str, *, cell_state: bool = True, gates: str = "ifo"):
+    """Decorator: the step function below is cell ``name``'s reference (stack one per cell sharing a function)."""
+
+    def wrap(fn):
+        if name in REFERENCES:
+            raise ValueError(f"two reference steps for cell {name!r}")
+        REFERENCES[name] = Reference(fn, cell_state, tuple(gates))
+        return fn
+
+    return wrap
+
+
+def get(name: str) -> Reference:
+    """Cell ``name``'s reference; a cell without one raises LookupError naming it."""
+    try:
+        return REFERENCES[name]
+    except KeyError:
+        raise LookupError(f"no reference step for cell {name!r}: write one from CELLS.md in tests/reference.py "
+                       f"(@reference({name!r}, cell_state=..., gates=...))") from None
 
 
 def mv(M: Tensor, v: Tensor) -> Tensor:
@@ -177,6 +205,99 @@ def _tanh_rnn(p, x, h, act):
     return (act(mv(p.W, x) + mv(p.U, h) + p.b),), {}
 
 
+# ---- one registered reference step per cell of CELLS.md -------------------------------------------------------------
+
+
+@reference("lstm")
+@reference("np")  # Greff's NP is exactly the standard LSTM
+@reference("lstm_b")  # the standard LSTM's math; only the forget-bias init differs
+def _ref_standard(p, x, h, c, s):
+    return _standard(p, x, h, c, s.act, s.sig)
+
+
+@reference("sharpened_lstm")
+def _ref_sharpened(p, x, h, c, s):  # σ(α / τ) in training AND evaluation, τ = 0.2
+    return _standard(p, x, h, c, s.act, s.sig, scale_if=1.0 / s.options.get("tau", 0.2))
+
+
+@reference("g2_lstm")
+def _ref_g2(p, x, h, c, s):  # evaluation: plain σ(α); training: σ((α + m ⊙ ε) / τ), τ = 0.9
+    if not s.training:
+        return _standard(p, x, h, c, s.act, s.sig)
+    if s.noise is None and s.options.get("noise_prob", 0.2) != 0:
+        raise ValueError("g2_lstm training is random: pass noise=(eps_i, eps_f) or use noise_prob=0")
+    return _standard(p, x, h, c, s.act, s.sig, scale_if=1.0 / s.options.get("tau", 0.9), noise=s.noise)
+
+
+@reference("lstm1")
+def _ref_lstm1(p, x, h, c, s):
+    return _lstm1(p, x, h, c, s.act, s.sig)
+
+
+@reference("lstm2")
+def _ref_lstm2(p, x, h, c, s):
+    return _lstm2(p, x, h, c, s.act, s.sig)
+
+
+@reference("lstm3")
+def _ref_lstm3(p, x, h, c, s):
+    return _lstm3(p, x, h, c, s.act, s.sig)
+
+
+@reference("lstm_f", gates="io")
+@reference("lstm_i", gates="fo")
+@reference("lstm_o", gates="if")
+def _ref_lstm_no(p, x, h, c, s):
+    return _lstm_no(p, x, h, c, s.act, s.sig, removed=s.name[-1])
+
+
+@reference("lstm6", gates="")
+def _ref_lstm6(p, x, h, c, s):
+    return _lstm6(p, x, h, c, s.act, s.options.get("forget", 0.59))
+
+
+@reference("lstm_c6", gates="")
+def _ref_lstm_c6(p, x, h, c, s):
+    return _lstm_c6(p, x, h, c, s.act, s.options.get("forget", 0.59))
+
+
+@reference("peephole_lstm")
+@reference("niaf")
+@reference("noaf")
+@reference("cifg")  # CIFG's f = 1 - i is a gate
+@reference("fgr")
+@reference("nig", gates="fo")
+@reference("nfg", gates="io")
+@reference("nog", gates="if")
+def _ref_greff(p, x, h, c, s):
+    return _greff(p, x, h, c, s.act, s.sig, s.name, s.prev)
+
+
+@reference("gru", cell_state=False, gates="rz")
+def _ref_gru(p, x, h, c, s):
+    return _gru(p, x, h, s.act, s.sig)
+
+
+@reference("mut1", cell_state=False, gates="rz")
+def _ref_mut1(p, x, h, c, s):
+    return _mut1(p, x, h, s.act, s.sig)
+
+
+@reference("mut2", cell_state=False, gates="rz")
+def _ref_mut2(p, x, h, c, s):
+    return _mut2(p, x, h, s.act, s.sig)
+
+
+@reference("mut3", cell_state=False, gates="rz")
+def _ref_mut3(p, x, h, c, s):
+    return _mut3(p, x, h, s.act, s.sig)
+
+
+@reference("tanh_rnn", cell_state=False, gates="")
+def _ref_tanh_rnn(p, x, h, c, s):
+    return _tanh_rnn(p, x, h, s.act)
+
+
 # ---- dispatch --------------------------------------------------------------------------------------------------------
 
 
@@ -186,47 +307,13 @@ def step(name: str, cell, x: Tensor, state: tuple, options: dict | None = None, 
 
     options: what the user passed to ``cells.build`` (CELLS.md defaults otherwise). training: only G2-LSTM reads it;
     its training step is deterministic only with ``noise_prob=0`` or an explicit ``noise`` = (ε_i, ε_f)."""
+    r = get(name)
     o = dict(options or {})
-    act = ACT[o.get("activation", "tanh")]
-    sig = GATE[o.get("gate_activation", "sigmoid")]
-    p = cell
+    s = SimpleNamespace(name=name, options=o, act=ACT[o.get("activation", "tanh")],
+                        sig=GATE[o.get("gate_activation", "sigmoid")], training=training, prev=prev, noise=noise)
     h = state[0]
-    c = state[1] if name in CELL_STATE else None
-    if name in ("lstm", "np", "lstm_b"):
-        return _standard(p, x, h, c, act, sig)
-    if name == "sharpened_lstm":  # σ(α / τ) in training AND evaluation, τ = 0.2
-        return _standard(p, x, h, c, act, sig, scale_if=1.0 / o.get("tau", 0.2))
-    if name == "g2_lstm":  # evaluation: plain σ(α); training: σ((α + m ⊙ ε) / τ), τ = 0.9
-        if not training:
-            return _standard(p, x, h, c, act, sig)
-        if noise is None and o.get("noise_prob", 0.2) != 0:
-            raise ValueError("g2_lstm training is random: pass noise=(eps_i, eps_f) or use noise_prob=0")
-        return _standard(p, x, h, c, act, sig, scale_if=1.0 / o.get("tau", 0.9), noise=noise)
-    if name == "lstm1":
-        return _lstm1(p, x, h, c, act, sig)
-    if name == "lstm2":
-        return _lstm2(p, x, h, c, act, sig)
-    if name == "lstm3":
-        return _lstm3(p, x, h, c, act, sig)
-    if name in ("lstm_f", "lstm_i", "lstm_o"):
-        return _lstm_no(p, x, h, c, act, sig, removed=name[-1])
-    if name == "lstm6":
-        return _lstm6(p, x, h, c, act, o.get("forget", 0.59))
-    if name == "lstm_c6":
-        return _lstm_c6(p, x, h, c, act, o.get("forget", 0.59))
-    if name in ("peephole_lstm", "nig", "nfg", "nog", "niaf", "noaf", "cifg", "fgr"):
-        return _greff(p, x, h, c, act, sig, name, prev)
-    if name == "gru":
-        return _gru(p, x, h, act, sig)
-    if name == "mut1":
-        return _mut1(p, x, h, act, sig)
-    if name == "mut2":
-        return _mut2(p, x, h, act, sig)
-    if name == "mut3":
-        return _mut3(p, x, h, act, sig)
-    if name == "tanh_rnn":
-        return _tanh_rnn(p, x, h, act)
-    raise KeyError(f"no reference for cell {name!r}")
+    c = state[1] if r.cell_state else None
+    return r.step(cell, x, h, c, s)
 
 
 def run(name: str, cell, x: Tensor, state: tuple, options: dict | None = None, *, training: bool = False):
@@ -248,7 +335,7 @@ def layer_forward(layer, x: Tensor, state=None, *, training: bool = False):
     dict per layer, bottom first) of (B, T, D * n) tensors, forward direction first."""
     name, L, D, n = layer.cell_name, layer.num_layers, 2 if layer.bidirectional else 1, layer.hidden_size
     B = x.shape[0]
-    has_c = name in CELL_STATE
+    has_c = get(name).cell_state
     if state is None:
         z = x.new_zeros(L * D, B, n)
         state = (z, z) if has_c else (z,)

@@ -1,9 +1,14 @@
 """Tests of the cell registry ``cells`` against /work/shared/CELLS.md.
 
 Every cell is checked against the independent reference in ``tests/reference.py`` (one step, sequences, stacked and
-bidirectional layers), its parameter count against CELLS.md's formula and the papers' printed counts, every exact
-backend against ``eager`` (outputs, final state and all gradients; lengths with garbage in the padding), and the
-options, the G2 noise, DropConnect, ``from_torch``, the error messages and ``describe`` / ``python -m cells``.
+bidirectional layers), its parameter formula (``cls.formula``, the one place it is written) against what a built
+layer really allocates and against the papers' printed counts, every exact backend against ``eager`` (outputs, final
+state and all gradients; lengths with garbage in the padding), and the options, the G2 noise, DropConnect,
+``from_torch``, the error messages and ``describe`` / ``python -m cells``.
+
+Every per-cell fact comes from the registry (``cells.get(name)``: ``square_only``, ``forget_bias_ok()``, ``options``,
+``exact_backends()``) or from the cell's reference step (``ref.get(name)``: its state and gates, as CELLS.md says):
+a new cell needs its class and one reference step, nothing here; without the reference step its tests fail naming it.
 """
 from __future__ import annotations
 
@@ -15,31 +20,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import reference as ref
 import torch
 from torch import nn
 from torch._dynamo.utils import counters
 from torch.testing import assert_close
 
 import cells
-import reference as ref
 from cells import backends
+from cells.base import formula_count
 
 NAMES = cells.names()
-SQUARE = ("mut1", "mut2")  # they add x to a hidden-sized vector: input_size must equal hidden_size
+SQUARE = [name for name in NAMES if cells.get(name).square_only]  # MUT1/2 add x to a hidden-sized vector: m = n
 FUSED = [name for name in NAMES if "cudnn" in cells.get(name).exact_backends()]
 F64, F32 = torch.float64, torch.float32
 TOL32 = dict(atol=1e-5, rtol=1e-4)
 EXACT = dict(atol=0.0, rtol=0.0)
 REPO = Path(__file__).resolve().parents[1]
 
-# The 26 cells of CELLS.md, by the names the brief gives them.
-CELLS_MD = ["lstm", "lstm1", "lstm2", "lstm3", "lstm6", "lstm_c6", "peephole_lstm", "nig", "nfg", "nog", "niaf", "noaf",
-            "np", "cifg", "fgr", "lstm_f", "lstm_i", "lstm_o", "lstm_b", "gru", "mut1", "mut2", "mut3", "tanh_rnn",
-            "g2_lstm", "sharpened_lstm"]
-# Cells with a forget-gate bias b_f (CELLS.md): LSTM2 has no gate bias, CIFG/NFG/LSTM-f/LSTM_6/LSTM_C6 no learned f.
-HAS_FORGET_BIAS = {"lstm", "lstm1", "lstm3", "np", "lstm_b", "g2_lstm", "sharpened_lstm", "peephole_lstm", "niaf",
-                   "noaf", "nig", "nog", "fgr", "lstm_i", "lstm_o"}
-CELL_OPTIONS = {"lstm6": ["forget"], "lstm_c6": ["forget"], "sharpened_lstm": ["tau"], "g2_lstm": ["tau", "noise_prob"]}
 COMMON_OPTIONS = ["activation", "gate_activation", "forget_bias", "init", "init_scale"]
 
 
@@ -130,10 +128,19 @@ def assert_same(got: dict, want: dict, **tol):
 # ---- the registry ----------------------------------------------------------------------------------------------------
 
 
-def test_registry_holds_exactly_the_cells_of_cells_md():
-    assert NAMES == sorted(CELLS_MD)
-    for name in NAMES:
-        assert cells.get(name).name == name
+@pytest.mark.parametrize("name", NAMES)
+def test_every_cell_has_a_reference_step(name):
+    """The reference steps are the cells of CELLS.md, written independently of ``cells/``: a registered cell without
+    one is tested against nothing."""
+    assert cells.get(name).name == name
+    assert name in ref.REFERENCES, (f"cell {name!r} has no reference step: write one from CELLS.md in "
+                                    f"tests/reference.py (@reference({name!r}, cell_state=..., gates=...))")
+
+
+def test_every_reference_step_is_a_registered_cell():
+    missing = sorted(set(ref.REFERENCES) - set(NAMES))
+    assert not missing, f"CELLS.md cells with a reference step but no registered class: {missing}"
+    assert len(NAMES) >= 26  # the 26 cells of CELLS.md
 
 
 # ---- every cell against the reference ------------------------------------------------------------------------------
@@ -148,9 +155,9 @@ def test_layer_equals_reference_rolled_by_hand(name, T):
     state = random_state(layer, B)
     out, new = layer(x, state)
     out_g, new_g, gates = layer(x, state, return_gates=True)
-    assert layer.has_cell_state == (name in ref.CELL_STATE)
+    assert layer.has_cell_state == ref.get(name).cell_state
     assert out.shape == (B, T, layer.hidden_size)
-    assert set(gates) == set(ref.GATES[name])
+    assert set(gates) == set(ref.get(name).gates)
     s, prev = tuple(t[0] for t in tup(state)), None
     for t in range(T):
         s, g = ref.step(name, layer.cells[0], x[:, t], s, layer.options, prev=prev)
@@ -183,7 +190,9 @@ OPTION_CASES = [
     ("g2_lstm", {"tau": 0.5}, False),  # evaluation: plain σ(α), τ unused
     ("g2_lstm", {"noise_prob": 0.0}, True),  # training without noise: σ(α / τ), τ = 0.9
     ("g2_lstm", {"noise_prob": 0.0, "tau": 0.3}, True),
-] + [(name, {"gate_activation": "hard_sigmoid"}, False) for name in NAMES if ref.GATES[name]]
+] + [(name, {"gate_activation": "hard_sigmoid"}, False) for name in NAMES
+      if name in ref.REFERENCES and ref.get(name).gates] + [
+    (name, dict(cells.get(name).options), False) for name in NAMES if cells.get(name).options]  # passed explicitly
 
 
 @pytest.mark.parametrize("name,options,training", OPTION_CASES,
@@ -270,25 +279,32 @@ def test_fgr_starts_from_zero_gates_then_feeds_the_previous_gates_back():
 # ---- parameter counts -----------------------------------------------------------------------------------------------
 
 
-def formula(name, m, n):
-    """CELLS.md's parameter count of one direction of one layer (MUTs: the parameters their equations name)."""
-    std, three = 4 * (m * n + n * n + n), 3 * (m * n + n * n + n)
-    return {
-        "lstm": std, "np": std, "lstm_b": std, "g2_lstm": std, "sharpened_lstm": std,
-        "lstm1": std - 3 * m * n, "lstm2": std - 3 * (m * n + n), "lstm3": std - 3 * (m * n + n * n),
-        "lstm6": n * (m + n + 1), "lstm_c6": n * (m + 2),
-        "peephole_lstm": std + 3 * n, "niaf": std + 3 * n, "noaf": std + 3 * n, "fgr": std + 3 * n + 9 * n * n,
-        "nig": three + 2 * n, "nfg": three + 2 * n, "nog": three + 2 * n, "cifg": three + 2 * n,
-        "lstm_f": three, "lstm_i": three, "lstm_o": three, "gru": three, "mut3": three,
-        "mut1": 2 * m * n + 2 * n * n + 3 * n,  # W_xz, b_z, W_xr, W_hr, b_r, W_hh, b_h
-        "mut2": 2 * m * n + 3 * n * n + 3 * n,  # W_xz, W_hz, b_z, W_hr, b_r, W_hh, W_xh, b_h
-        "tanh_rnn": m * n + n * n + n,
-    }[name]
+def allocated(layer) -> int:
+    """What a built layer really allocates: the independent check of every formula."""
+    return sum(p.numel() for p in layer.parameters())
 
 
-def layer_formula(name, m, n, num_layers=1, bidirectional=False):
-    D = 2 if bidirectional else 1
-    return sum(D * formula(name, m if k == 0 else D * n, n) for k in range(num_layers))
+@pytest.mark.parametrize("text,m,n,want", [
+    ("4(mn + n² + n)", 3, 5, 4 * (15 + 25 + 5)), ("4(mn + n² + n) − 3(mn + n²)", 3, 5, 180 - 3 * 40),
+    ("n(m + 2)", 3, 5, 25), ("2mn + 3n² + 3n", 2, 3, 12 + 27 + 9), ("mn + n² + n", 1, 1, 3),
+    ("2 × 3m · n - n³", 2, 3, 36 - 27), ("(m + n)(m - n)", 5, 3, 16), ("10n", 0, 7, 70)])
+def test_formula_text_reads_as_arithmetic(text, m, n, want):
+    assert formula_count(text, m, n) == want
+
+
+@pytest.mark.parametrize("text", ["?", "", "4(mn + n", "4k", "mn +", "m))", "2 ** n", "n²²"])
+def test_unreadable_formula_is_refused(text):
+    with pytest.raises(ValueError, match="parameter formula"):
+        formula_count(text, 3, 4)
+
+
+def test_register_refuses_a_cell_without_a_readable_formula():
+    class NoFormula(cells.Cell):  # formula "?", the base class's
+        pass
+
+    with pytest.raises(ValueError, match=r"'no_formula'.*formula"):
+        cells.register("no_formula")(NoFormula)
+    assert "no_formula" not in cells.names()
 
 
 COUNT_CONFIGS = [(1, 100, 1, False), (28, 50, 1, False), (32, 100, 1, False), (128, 128, 1, False), (3, 5, 2, False),
@@ -296,17 +312,20 @@ COUNT_CONFIGS = [(1, 100, 1, False), (28, 50, 1, False), (32, 100, 1, False), (1
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_parameter_count_is_cells_md_formula(name):
+def test_parameter_formula_is_what_a_built_layer_allocates(name):
+    """``cls.formula`` (CELLS.md's formula, the one place it is written) against the parameters a built layer really
+    allocates: ``count`` for one direction of one layer, ``cells.num_params`` for stacked and bidirectional layers."""
+    cls = cells.get(name)
+    assert cls.formula != "?" and cls.formula in cells.describe(name)
     for m, n, num_layers, bidirectional in COUNT_CONFIGS:
         if name in SQUARE and (m != n or (bidirectional and num_layers > 1)):
             continue  # these cannot be built (MUT1/2 need every layer's input size = n)
         layer = cells.build(name, m, n, num_layers=num_layers, bidirectional=bidirectional, backend="eager")
-        want = layer_formula(name, m, n, num_layers, bidirectional)
-        assert sum(p.numel() for p in layer.parameters()) == want, (m, n, num_layers, bidirectional)
-        assert cells.num_params(name, m, n, num_layers=num_layers, bidirectional=bidirectional) == want
-    for m, n in [(1, 100), (28, 50), (32, 100), (128, 128), (300, 7)]:
+        assert cells.num_params(name, m, n, num_layers=num_layers, bidirectional=bidirectional) == allocated(layer), (
+            cls.formula, m, n, num_layers, bidirectional)
+    for m, n in [(1, 100), (28, 50), (32, 100), (128, 128), (300, 7), (7, 300)]:
         if name not in SQUARE or m == n:
-            assert cells.get(name).count(m, n) == formula(name, m, n), (m, n)
+            assert cls.count(m, n) == allocated(cells.build(name, m, n, backend="eager")), (cls.formula, m, n)
 
 
 PAPER_COUNTS = [  # (cell, m, n, bidirectional, printed count)
@@ -323,10 +342,9 @@ PAPER_COUNTS = [  # (cell, m, n, bidirectional, printed count)
 
 @pytest.mark.parametrize("name,m,n,bidirectional,printed", PAPER_COUNTS)
 def test_parameter_count_matches_the_papers_tables(name, m, n, bidirectional, printed):
-    assert layer_formula(name, m, n, 1, bidirectional) == printed  # the formula written from CELLS.md
+    assert (2 if bidirectional else 1) * cells.get(name).count(m, n) == printed  # the cell's formula
     assert cells.num_params(name, m, n, bidirectional=bidirectional) == printed
-    layer = cells.build(name, m, n, bidirectional=bidirectional, backend="eager")
-    assert sum(p.numel() for p in layer.parameters()) == printed
+    assert allocated(cells.build(name, m, n, bidirectional=bidirectional, backend="eager")) == printed
 
 
 # ---- gradients ------------------------------------------------------------------------------------------------------
@@ -458,7 +476,7 @@ def gates_of(name, T=4, B=3, **kw):
 def test_lstm3_gates_are_constant_over_time_and_batch():
     gates = gates_of("lstm3")
     assert set(gates) == {"i", "f", "o"}
-    for k, g in gates.items():
+    for g in gates.values():
         assert_close(g, g[:1, :1].expand_as(g), **EXACT)
 
 
@@ -473,7 +491,7 @@ def test_cifg_forget_gate_is_one_minus_input_gate():
 def test_removed_gates_are_absent(name, absent):
     gates = gates_of(name)
     assert not set(absent) & set(gates)
-    assert set(gates) == set(ref.GATES[name])
+    assert set(gates) == set(ref.get(name).gates)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -488,7 +506,7 @@ def test_gate_shapes(name):
     assert isinstance(stacked, list) and len(stacked) == num_layers
     D = 1 if name in SQUARE else 2
     for layer_gates in stacked:
-        assert set(layer_gates) == set(ref.GATES[name])
+        assert set(layer_gates) == set(ref.get(name).gates)
         for g in layer_gates.values():
             assert g.shape == (B, T, D * n)
 
@@ -806,7 +824,7 @@ def test_unknown_cell_lists_the_valid_names_and_suggests_the_closest():
 def test_unknown_option_lists_the_valid_options(name):
     msg = _message(lambda: build(name, colour="red"))
     assert "colour" in msg
-    _lists(msg, COMMON_OPTIONS + CELL_OPTIONS.get(name, []))
+    _lists(msg, COMMON_OPTIONS + list(cells.get(name).options))
 
 
 @pytest.mark.parametrize("key,valid", [("activation", ["tanh", "sigmoid", "relu", "identity"]),
@@ -899,8 +917,9 @@ def test_cudnn_without_a_fused_form_is_refused(name, options):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forget_bias_fills_b_f_or_is_refused(name):
-    has = name in HAS_FORGET_BIAS
-    assert hasattr(build(name).cells[0], "b_f") == has
+    has = cells.get(name).forget_bias_ok()
+    assert cells.get(name).has_forget_bias == has
+    assert hasattr(build(name).cells[0], "b_f") == has  # the flag says what the cell really has
     if not has:
         msg = _message(lambda: build(name, forget_bias=2.0))
         assert "forget_bias" in msg
@@ -991,7 +1010,7 @@ def test_describe_has_formula_and_backends(name):
     cls, text = cells.get(name), cells.describe(name)
     assert text.startswith(name)
     assert cls.formula in text
-    assert f"{formula(name, 128, 128):,}" in text
+    assert f"{allocated(cells.build(name, 128, 128)):,}" in text
     assert "exact backends: " + ", ".join(cls.exact_backends()) in text
     assert cls.exact_backends()[:2] == ["eager", "compiled"]
     assert ("cudnn" in cls.exact_backends()) == (name in FUSED)
@@ -1009,7 +1028,7 @@ def test_cli_lists_every_cell():
     out = _cli()
     for name in NAMES:
         assert re.search(rf"(?<![\w]){name}(?![\w])", out), name
-        assert f"{formula(name, 128, 128):,}" in out
+        assert f"{allocated(cells.build(name, 128, 128)):,}" in out
     out = _cli("-m", "28", "-n", "50")
     assert "11,600" in out and "4,100" in out  # LSTM1 and LSTM3 of Lu & Salem, row MNIST
     assert _cli("--describe", "lstm1").strip() == cells.describe("lstm1").strip()

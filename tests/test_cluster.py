@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from reproduce import results, runner
+from reproduce import grid, results, runner
+
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
 
 NAME = "table2_simplified"  # smoke: rows lstm, lstm1 x one eta0 (row MNIST, a few batches)
 
@@ -92,7 +95,7 @@ def test_slurm_launcher_config_reaches_sbatch(workdir, monkeypatch, capfd):
     for tool, body in stand_ins.items():
         (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / tool).chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(runner.sys.executable).parent}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin")
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
 
     with pytest.raises(SystemExit):  # argparse's error, exit 2
@@ -132,15 +135,15 @@ def test_a_job_runs_the_grid_point_of_its_index_in_every_table(workdir, monkeypa
     of the sequential order; a table made from another table's models goes to ``derive_grid``."""
     from hydra import compose, initialize_config_dir
 
-    from reproduce import config, job
+    from reproduce import config, job, loop
 
     calls = []
     for kind in ("train_grid", "derive_grid"):
-        monkeypatch.setattr(runner, kind, lambda cfg, name, points, seeds, root, force, kind=kind:
+        monkeypatch.setattr(loop, kind, lambda cfg, name, points, seeds, root, force, kind=kind:
                             calls.append((kind, name, points, seeds, cfg.seed, force, cfg.trainer.max_epochs)))
     for name in config.experiments():
         cfg = config.compose(name, "smoke", ["seed=7"])
-        expected = runner.grid_jobs(runner.grid_points(cfg), 7, 2)
+        expected = grid.grid_jobs(grid.grid_points(cfg), 7, 2)
         i = len(expected) - 1  # the last point: of the last row, column and seed (the first: the test above)
         with initialize_config_dir(config_dir=str(config.CONF), version_base=None):
             job.run_point(compose("job", [f"table={name}", "table_preset=smoke", "seeds=2", f"point={i}",

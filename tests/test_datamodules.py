@@ -14,17 +14,18 @@ import io
 import os
 import re
 import tarfile
-import zipfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from localhttp import closed_url
 
 import datamodules as D
-from localhttp import closed_url
-from datamodules import files, keras_text as kt
+from datamodules import files
+from datamodules import keras_text as kt
 from datamodules.files import ChecksumError, DataError, MissingDataError, Source
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # MANIFEST section 1
@@ -463,3 +464,14 @@ def test_registry():
             D.build("pixel_mnist", **bad)
     with pytest.raises(ValueError, match="valid: None"):
         D.build("news20", glove_dim=300)
+
+
+def test_a_relative_data_dir_means_relative_to_where_the_command_started(tmp_path, monkeypatch):
+    """``GATEZOO_DATA=../shared/data python -m pytest`` (the README's command): resolved once against the starting
+    folder, so a test or job that changes folder later, and the processes it starts, find the same data."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(files.ENV_DATA, "../shared/data")
+    files._resolve_env_data()
+    assert os.environ[files.ENV_DATA] == str(tmp_path.parent / "shared" / "data")
+    monkeypatch.chdir(tmp_path / "..")
+    assert files.data_dir() == tmp_path.parent / "shared" / "data"  # not ../../shared/data from here

@@ -44,7 +44,7 @@ def test_export_follows_limits(data, tmp_path):
 def test_missing_fairseq_names_the_install_commands(tmp_path, capsys):
     with pytest.raises(F.FairseqMissing) as e:
         F.find_fairseq(tmp_path)
-    for command in ("python3 -m venv /work/fsvenv", "pip install torch==2.13.0", "hydra-core==1.3.2",
+    for command in ("python3 -m venv ~/fairseq-venv", "pip install torch==2.13.0", "hydra-core==1.3.2",
                     "pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1"):
         assert command in str(e.value)
     assert "fairseq-preprocess not found in" in str(e.value)

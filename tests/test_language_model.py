@@ -1,5 +1,6 @@
 """The AWD-LSTM language model: NT-ASGD, the network, AR/TAR, the NT-ASGD trigger, per-batch lr scaling, the cache
-pointer, and ``reproduce.train_lm.run`` end to end on a few thousand PTB tokens (data from $GATEZOO_DATA, else
+pointer, and ``reproduce.train.run`` (the language-model kind) end to end on a few thousand PTB tokens (data from
+$GATEZOO_DATA, else
 ``<repo>/../shared/data``)."""
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_models.callbacks import Curves
-from lit_models.language_model import (AWDLSTM, LanguageModel, ZarembaDecay, activation_regularization,
-                                       cache_pointer_perplexity, evaluate_perplexity, load_model, repackage)
+from lit_models.language_model import (
+    AWDLSTM,
+    LanguageModel,
+    ZarembaDecay,
+    activation_regularization,
+    cache_pointer_perplexity,
+    evaluate_perplexity,
+    load_model,
+    repackage,
+)
 from lit_models.nt_asgd import NTASGD, nonmonotonic
+
 
 @pytest.fixture(autouse=True)
 def _no_compile(monkeypatch):
@@ -309,9 +319,10 @@ TINY = ["task=ptb", "optim=nt_asgd", "task.net.emsize=8", "task.net.nhid=12", "t
         "trainer.gradient_clip_val=0.25", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null"]
 
 
+@pytest.mark.slow
 def test_run_end_to_end_then_resumes(workdir, monkeypatch):
     from reproduce import config
-    from reproduce.train_lm import run
+    from reproduce.train import run
 
     cfg = config.compose(None, "smoke", TINY + ["cell.name=gru"])
     run_dir = workdir / "runs" / "lm"

@@ -22,6 +22,7 @@ def _by_cell(out):
     return {(o["row"], o["column"]): o for o in out}
 
 
+@pytest.mark.slow
 def test_g2_tables_1_and_3_end_to_end(workdir):
     with pytest.raises(SystemExit, match=r"python reproduce/table1_g2lstm.py --preset smoke"):
         runner.main("table3_g2lstm", ["--preset", "smoke"])  # nothing to compress yet: says what to run

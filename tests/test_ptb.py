@@ -15,11 +15,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from localhttp import closed_url
 
 import datamodules as D
 from datamodules.files import ChecksumError, MissingDataError
-from localhttp import closed_url
-from datamodules.ptb import (PTB, VariableWindows, batchify, eval_windows, tokenize, train_windows)
+from datamodules.ptb import PTB, VariableWindows, batchify, eval_windows, tokenize, train_windows
 
 COUNTS = {"train": 929_589, "valid": 73_760, "test": 82_430}  # MANIFEST section 2: words + <eos>
 LINES = {"train": 42_068, "valid": 3_370, "test": 3_761}
@@ -163,7 +163,7 @@ def test_variable_windows_equal_awds_loop_with_the_same_draws(ptb):
     ptb.set_epoch(5)
     batches = list(ptb.train_dataloader())
     assert len(batches) == len(awd) == len(ours)
-    for (x, y), (ax, ay), (i, length) in zip(batches, awd, ours):
+    for (x, y), (ax, ay), (_, length) in zip(batches, awd, ours):
         assert torch.equal(x, ax) and torch.equal(y, ay) and x.shape[1] == length
 
 

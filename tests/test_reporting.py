@@ -12,9 +12,18 @@ import pytest
 from rich.console import Console
 
 import cells
+from fileio import atomic_write_text
 from reproduce.compare import compare, plot_curves
-from reproduce.results import (atomic_write_text, column_name, load_published, load_records, load_wandb,
-                               parse_column, published_grid, published_values, write_record)
+from reproduce.results import (
+    column_name,
+    load_published,
+    load_records,
+    load_wandb,
+    parse_column,
+    published_grid,
+    published_values,
+    write_record,
+)
 
 T2 = "table2_simplified"
 
@@ -127,7 +136,7 @@ COUNTS = {"simplified": {"table1_simplified": 4 * 2 + 4, T2: 4 * 4 + 4, "table3_
 def test_published_yaml_tables_entries_rows_and_columns(paper):
     data = load_published(paper)
     assert {k: len(t["entries"]) for k, t in data["tables"].items()} == COUNTS[paper]
-    for key, tab in data["tables"].items():
+    for tab in data["tables"].values():
         assert tab["title"] and tab["setting"] and "metric" in tab and "units" in tab
         for e in tab["entries"]:
             assert e["cell"] in cells.names(), e  # the row, or (slim Table 5: rows n=100..400) the entry's cell

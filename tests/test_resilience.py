@@ -1,7 +1,8 @@
 """Surviving faults: a run killed (SIGKILL) or preempted (SIGTERM, SIGUSR1) resumes exactly; a non-finite loss makes a
 failed record and a "failed" table cell; corrupt records are skipped; two processes never share a run folder; every
 ``torch.load`` reads weights only. The training runs are real ``python -m reproduce.train`` subprocesses on row MNIST
-(and IWSLT'14 for the translation path), on one thread each (same numbers in every process, and no fight for the cores)."""
+(and IWSLT'14 for the translation path), on one thread each (same numbers in every process, and no fight for the
+cores)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ import cells
 from lit_models.callbacks import AtomicCheckpointIO, Preempted, ResumableLoader, Resume
 from lit_models.classifier import SequenceClassifier
 from lit_models.nets import RNNClassifier
-from reproduce import results, runner, train
+from reproduce import locks, loop, results, runner, train
+
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
 
 REPO = Path(__file__).resolve().parents[1]
 # 3 epochs of 40 batches; DropConnect draws from the global RNG at every step and exp_loss sets each epoch's rate from
@@ -111,11 +114,11 @@ def test_a_killed_run_resumes_and_ends_bit_identical_to_an_uninterrupted_one(tmp
     assert killed.returncode == -signal.SIGKILL
     assert mid_epoch(torch.load(last, weights_only=True))  # killed before the epoch's end: a mid-epoch resume
     assert not results.load_records(tmp_path / "killed" / "results")  # no record from a killed run
-    assert (last.parent / train.LOCK).exists()  # its lock stays behind, stale
+    assert (last.parent / locks.LOCK).exists()  # its lock stays behind, stale
 
     out = _finish(_start(cmd, tmp_path / "killed", data))  # the same command again
     assert f"resuming {last.parent}" in out
-    assert not (last.parent / train.LOCK).exists()
+    assert not (last.parent / locks.LOCK).exists()
     _finish(whole)
     a, b = _record(tmp_path / "whole"), _record(tmp_path / "killed")
     assert b["curve"]["epoch"] == [1, 2, 3] and b["status"] == "ok"
@@ -126,9 +129,9 @@ def test_a_killed_run_resumes_and_ends_bit_identical_to_an_uninterrupted_one(tmp
 
 
 def test_a_killed_translation_run_resumes_and_ends_bit_identical(tmp_path, data):
-    """The same for the seq2seq path (reproduce/train_mt.py): G2-LSTM (its training noise draws from the global RNG)
-    with dropout, killed in the middle of epoch 2; the resumed run's curve, BLEU and weights equal the uninterrupted
-    run's (the translation time aside)."""
+    """The same for the seq2seq path (reproduce/kinds/translation.py): G2-LSTM (its training noise draws from the
+    global RNG) with dropout, killed in the middle of epoch 2; the resumed run's curve, BLEU and weights equal the
+    uninterrupted run's (the translation time aside)."""
     cmd = [sys.executable, "-m", "reproduce.train", "--preset", "smoke", "task=iwslt14", "task.data.source=offline",
            "task.data.limit_train=480", "task.data.limit_eval=24", "task.data.batch_size=8", "task.net.emsize=16",
            "task.net.nhid=16", "task.mt.beam=2", "cell.name=g2_lstm", "cell.backend=eager", "optim=adam",
@@ -169,8 +172,8 @@ def test_sigterm_saves_a_resumable_checkpoint_exits_cleanly_and_writes_no_record
     assert "Traceback" not in out
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["resume"]["batches"] > 0 and ckpt["optimizer_states"]  # a mid-epoch resume point, with the optimizer
-    assert not results.load_records(home / "results") and not (last.parent / train.FINISHED).exists()
-    assert not (last.parent / train.LOCK).exists()  # a clean exit releases the folder
+    assert not results.load_records(home / "results") and not (last.parent / locks.FINISHED).exists()
+    assert not (last.parent / locks.LOCK).exists()  # a clean exit releases the folder
     run_id = (last.parent / "wandb_id").read_text()
 
     out = _finish(_start(cmd, home, data))
@@ -185,9 +188,9 @@ def test_sigterm_saves_a_resumable_checkpoint_exits_cleanly_and_writes_no_record
 def test_a_preempted_language_model_resumes_mid_epoch_exactly(workdir, monkeypatch, one_thread):
     """PTB (AWD-LSTM, tiny): SIGUSR1 in the middle of epoch 2, then the same run again: the windows, the carried
     hidden state, the RNG (dropouts, DropConnect) and the training perplexity's sums go on where they were."""
-    from reproduce import config
-    from reproduce.train_lm import run
     from lit_models.language_model import LanguageModel
+    from reproduce import config
+    from reproduce.train import run
 
     monkeypatch.setenv("GATEZOO_COMPILE", "0")  # seconds, not a compile per run
     cfg = config.compose(None, "smoke", [
@@ -304,7 +307,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_and_the_table_says_failed(wor
     run_dir = Path(record["run_dir"])
     last, best = _weights(run_dir / "last.ckpt"), _weights(run_dir / "best.ckpt")
     assert all(torch.isfinite(v).all() and torch.equal(v, best[k]) for k, v in last.items())  # no step with NaN
-    monkeypatch.setattr(runner, "train_grid", None)  # --collect trains nothing and says the same
+    monkeypatch.setattr(loop, "train_grid", None)  # --collect trains nothing and says the same
     again = runner.main("table2_simplified", args + ["--collect"])
     assert [r["status"] for r in again if r["row"] == "lstm" and r["presets"]] == ["failed"]
 
@@ -339,24 +342,24 @@ def test_collect_skips_partial_and_corrupt_records_with_a_warning_naming_each(wo
 def test_two_processes_never_train_in_one_run_folder(tmp_path):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from reproduce.train import run_lock\n"
+                               "from reproduce.locks import run_lock\n"
                                "with run_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
                                str(run_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(train.RunBusy, match=f"in use by process {holder.pid} "):
-            with train.run_lock(run_dir):
+        with pytest.raises(locks.RunBusy, match=f"in use by process {holder.pid} "):
+            with locks.run_lock(run_dir):
                 pass
     finally:
         holder.kill()  # SIGKILL: no clean-up, the lock stays
         holder.wait()
-    assert (run_dir / train.LOCK).read_text().startswith(f"{holder.pid} ")
-    with train.run_lock(run_dir) as lock:  # a dead process's lock is taken over
+    assert (run_dir / locks.LOCK).read_text().startswith(f"{holder.pid} ")
+    with locks.run_lock(run_dir) as lock:  # a dead process's lock is taken over
         assert lock.read_text().startswith(f"{os.getpid()} ")
     assert not lock.exists()
     lock.write_text("4242 some-other-host")  # another machine's process: cannot be checked, so it holds
-    with pytest.raises(train.RunBusy, match="4242 some-other-host"):
-        with train.run_lock(run_dir):
+    with pytest.raises(locks.RunBusy, match="4242 some-other-host"):
+        with locks.run_lock(run_dir):
             pass
 
 
@@ -375,7 +378,7 @@ def test_the_grid_skips_a_point_another_process_trains_and_reruns_none_it_finish
     try:
         busy = workdir / "runs" / "table2_simplified" / "smoke" / "lstm1__eta0=1e-3__s0"
         busy.mkdir(parents=True)
-        (busy / train.LOCK).write_text(f"{sleeper.pid} {socket.gethostname()}")
+        (busy / locks.LOCK).write_text(f"{sleeper.pid} {socket.gethostname()}")
         runner.main("table2_simplified", ["--preset", "smoke", "--seeds", "2"])
     finally:
         sleeper.kill()
@@ -385,7 +388,7 @@ def test_the_grid_skips_a_point_another_process_trains_and_reruns_none_it_finish
     assert "lstm1 eta0=1e-3 seed 1: done already (by another process)" in printed
     done = {(r["row"], r["seed"]) for r in results.load_records(workdir / "results")}
     assert done == {("lstm", 0), ("lstm", 1), ("lstm1", 1)}  # one record each, none for the busy point
-    assert (busy / train.LOCK).exists()  # the other process's lock is left alone
+    assert (busy / locks.LOCK).exists()  # the other process's lock is left alone
 
 
 # ---- checkpoints are read as weights only --------------------------------------------------------------------------

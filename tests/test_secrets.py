@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end-to-end runs: `pytest -m "not slow"` leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "gz0secret" + "7f3a9c" * 5 + "x"  # 40 characters, like a W&B key
 

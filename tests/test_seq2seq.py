@@ -1,5 +1,5 @@
-"""The attention seq2seq model and its search (lit_models/seq2seq.py): beam 1 = greedy, the beam's scores are the model's
-teacher-forced log-probabilities, padding in the source never changes a translation."""
+"""The attention seq2seq model and its search (lit_models/seq2seq.py): beam 1 = greedy, the beam's scores are the
+model's teacher-forced log-probabilities, padding in the source never changes a translation."""
 import pytest
 import torch
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from lit_models.sizing import hidden_for_budget, lm_params, parse_count
-from reproduce import compare, config, results, runner
+from reproduce import compare, config, grid, report, results, runner
 
 
 def test_parse_count():
@@ -31,16 +31,16 @@ def test_20m_lstm_is_zarembas_medium_size():
 
 def test_column_values_that_set_several_keys_and_a_presets_subset():
     cfg = config.compose("table3_jozefowicz", "paper", [])
-    points = runner.grid_points(cfg)
+    points = grid.grid_points(cfg)
     assert [p[1] for p in points[:3]] == ["5M", "10M", "20M"] and len(points) == 30
     assert points[1][2] == {"cell.name": "tanh_rnn", "optim.lr": 2.0, "task.net.param_budget": "10M",
                             "task.net.dropout": 0.5, "task.net.dropouth": 0.5, "task.net.dropouti": 0.5}
-    quick = runner.grid_points(config.compose("table3_jozefowicz", "quick", []))
+    quick = grid.grid_points(config.compose("table3_jozefowicz", "quick", []))
     assert {p[1] for p in quick} == {"5M"} and len(quick) == 10
 
 
 def test_a_table_without_columns_has_one_run_per_row():
-    points = runner.grid_points(config.compose("table1_g2lstm", "quick", []))
+    points = grid.grid_points(config.compose("table1_g2lstm", "quick", []))
     assert points == [(c, "run", {"cell.name": c}) for c in ("lstm", "sharpened_lstm", "g2_lstm")]
 
 
@@ -53,7 +53,8 @@ def test_expanded_runs_fill_the_papers_rows_and_literature_rows_are_marked(tmp_p
     cfg = config.compose("table1_g2lstm", "quick", [f"paths.results={tmp_path}"])
     metrics = {"val/ppl": 150.0, "test/ppl": 140.0, "val/ppl_finetune": 130.0, "test/ppl_finetune": 120.0,
                "val/ppl_cache": 110.0, "test/ppl_cache": 100.0}
-    out = runner.report(cfg, "table1_g2lstm", runner.grid_points(cfg), [_record("lstm", metrics)], "quick")
+    out = report.table(cfg, "table1_g2lstm", grid.grid_points(cfg), [_record("lstm", metrics)], "quick",
+                       out_dir=tmp_path / "tables")
     got = {(o["row"], o["column"]): o for o in out}
     assert got[("lstm w/o finetune", "valid")]["mean"] == 150.0 and got[("lstm + cache", "test")]["mean"] == 100.0
     assert got[("lstm", "test")]["mean"] == 120.0 and got[("lstm", "test")]["published"] == 57.3
@@ -69,23 +70,34 @@ def test_expanded_runs_fill_the_papers_rows_and_literature_rows_are_marked(tmp_p
 def test_expand_formats_the_runs_column():
     spec = [{"row": "{row}", "column": "{column}-tst", "metric": "test/nll"}]
     rec = {"row": "gru", "column": "5M", "metrics": {"test/nll": 4.7}}
-    assert runner.expand([rec], spec, "nll") == [{"row": "gru", "column": "5M-tst", "metrics": {"nll": 4.7}}]
+    assert grid.expand([rec], spec, "nll") == [{"row": "gru", "column": "5M-tst", "metrics": {"nll": 4.7}}]
 
 
 def test_published_literature_rows():
     lit = results.literature_rows("g2lstm", "table1_g2lstm")
     assert "NAS Cell (Zoph & Le, 2016)" in lit and "lstm" not in lit
     assert results.literature_rows("simplified", "table2_simplified") == []
-    assert compare.LOW_PRECISION == ("ppl", "bleu")
+
+
+
+def test_perplexity_and_bleu_print_two_decimals_accuracy_four(tmp_path):
+    rec = {"table": "t", "row": "lstm", "column": "test", "seed": 0, "preset": "quick",
+           "metrics": {"ppl": 123.4567, "test/acc_best": 0.912345}}
+    for metric, shown in (("ppl", "123.46"), ("test/acc_best", "0.9123")):
+        out = compare.compare("t", paper="x", published={}, records=[rec], rows=["lstm"], columns=["test"],
+                              metric=metric, out_dir=tmp_path, console=None)
+        assert out[0]["mean"] == rec["metrics"][metric]
+        line = next(x for x in (tmp_path / "t.md").read_text().splitlines() if x.startswith("| lstm"))
+        assert f"| {shown} (n=1) |" in line, line
 
 
 def test_rows_can_carry_their_own_settings():
-    points = {p[0]: p[2] for p in runner.grid_points(config.compose("table3_jozefowicz", "quick", []))}
+    points = {p[0]: p[2] for p in grid.grid_points(config.compose("table3_jozefowicz", "quick", []))}
     assert points["tanh_rnn"] == {"cell.name": "tanh_rnn", "optim.lr": 2.0, "task.net.param_budget": "5M"}
     assert points["lstm_f"]["optim.lr"] == 10.0 and points["lstm_o"]["optim.lr"] == 10.0
     assert points["lstm"] == {"cell.name": "lstm", "task.net.param_budget": "5M"}
     cfg = config.compose("table3_jozefowicz", "quick", ["grid.rows.overrides={tanh_rnn: {optim.lr: 5.0}}"])
-    points = {p[0]: p[2] for p in runner.grid_points(cfg)}
+    points = {p[0]: p[2] for p in grid.grid_points(cfg)}
     assert points["tanh_rnn"]["optim.lr"] == 5.0 and points["lstm_f"]["optim.lr"] == 10.0  # merged, not replaced
 
 

@@ -14,7 +14,7 @@ from lit_models.callbacks import Curves, ExpLossLR
 from lit_models.classifier import SequenceClassifier
 from lit_models.nets import RNNClassifier
 from lit_models.regularizers import LockedDropout, embedded_dropout
-from reproduce import config, runner
+from reproduce import config, grid, kinds
 
 TABLES = config.experiments()
 
@@ -29,9 +29,9 @@ def test_every_experiment_composes_and_changes_the_config(name, preset):
     assert cfg.table.name == name and cfg.preset == preset
     assert cfg.task.name != plain.task.name or cfg.cell != plain.cell  # the experiment is not silently ignored
     assert cfg.protocol == ("paper" if preset == "paper" else "holdout")
-    for key, value in runner.grid_points(cfg)[0][2].items():  # grid keys exist in the config (maybe null there)
+    for key in grid.grid_points(cfg)[0][2]:  # grid keys exist in the config (maybe null there)
         assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
-    points = runner.grid_points(cfg)
+    points = grid.grid_points(cfg)
     if preset == "paper":
         columns = cfg.grid.columns["values"] if cfg.grid.columns else [None]
         assert len(points) == len(cfg.grid.rows["values"]) * len(columns) >= 3
@@ -60,15 +60,15 @@ def test_bad_config_input_lists_the_valid_choices():
 
 def test_grid_labels_and_cells_filter():
     cfg = config.compose("table5_slim", "paper")
-    points = runner.grid_points(cfg)
+    points = grid.grid_points(cfg)
     assert points[0][:2] == ("n=100", "eta=5e-5") and points[2][1] == "eta=1.25e-5"
     assert points[0][2] == {"cell.hidden_size": 100, "optim.eta0": 5e-5}
     with pytest.raises(ValueError, match="not cells"):
-        runner.grid_points(cfg, ["lstm"])
+        grid.grid_points(cfg, ["lstm"])
     cfg = config.compose("table2_simplified", "paper")
-    assert [p[:2] for p in runner.grid_points(cfg, ["lstm3"])][0] == ("lstm3", "eta0=1e-2")
+    assert [p[:2] for p in grid.grid_points(cfg, ["lstm3"])][0] == ("lstm3", "eta0=1e-2")
     with pytest.raises(ValueError, match="gru not in this table"):
-        runner.grid_points(cfg, ["gru"])
+        grid.grid_points(cfg, ["gru"])
 
 
 def test_row_params_are_the_papers_counts():
@@ -78,12 +78,14 @@ def test_row_params_are_the_papers_counts():
               "table3_simplified": {"lstm": 131_584, "lstm1": 82_432, "lstm2": 82_048, "lstm3": 33_280},
               "table7_slim": {"lstm": 263_168, "lstm6": 65_792, "lstm_c6": 33_280}}
     for table, counts in expect.items():
-        assert runner.row_params(config.compose(table, "paper"), list(counts)) == counts, table
+        cfg = config.compose(table, "paper")
+        assert kinds.of(cfg).table_params(cfg, list(counts), cfg.grid.rows.key) == counts, table
 
 
 # ---- nets, regularizers, module -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nets_have_the_papers_shapes():
     rnn = cells.build("lstm", 28, 50)
     assert RNNClassifier(rnn, 10)(torch.randn(3, 28, 28)).shape == (3, 10)
@@ -160,6 +162,7 @@ def test_exp_loss_lr_sets_eta0_times_exp_of_the_epoch_mean_loss(tmp_path):
         assert spy.lrs[epoch] == pytest.approx(0.01 * math.exp(sum(prev) / len(prev)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_curves_record_every_epoch_and_the_best_is_chosen_by_the_monitor(tmp_path):
     torch.manual_seed(0)
     module = SequenceClassifier(RNNClassifier(cells.build("gru", 3, 4), 2),

@@ -40,6 +40,7 @@ def _by_cell(out):
     return {(o["row"], o["column"]): o for o in out}
 
 
+@pytest.mark.slow
 def test_g2_tables_2_and_4_and_the_decoder_gates_end_to_end(workdir):
     from reproduce import fig_gates_g2lstm as fig_gates
     from reproduce import results, runner

@@ -17,13 +17,22 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from localhttp import closed_url
 
 import datamodules as D
-from localhttp import closed_url
-from datamodules import files, translation as T
+from datamodules import files
+from datamodules import translation as T
 from datamodules.files import ChecksumError, DataError, MissingDataError
-from datamodules.translation import (Batch, Translation, decode, detokenize, moses_tokenize, read_lines, remove_bpe,
-                                     segments)
+from datamodules.translation import (
+    Batch,
+    Translation,
+    decode,
+    detokenize,
+    moses_tokenize,
+    read_lines,
+    remove_bpe,
+    segments,
+)
 
 PREP = "iwslt14/iwslt14.tokenized.de-en"
 TEST_SETS = {"TED.dev2010": 887, "TEDX.dev2012": 1165, "TED.tst2010": 1565, "TED.tst2011": 1433, "TED.tst2012": 1700}
