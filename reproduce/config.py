@@ -37,15 +37,21 @@ def default_preset(launcher: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def usage_errors(prog: str):
-    """A user's mistake in what is asked for (a ``ValueError`` while composing and checking the config: an unknown
-    key, cell, task kind or option, each listing the valid ones) ends the command with its message alone and exit
-    status 2, as argparse does for a bad flag: no traceback."""
+def errors_as_messages(prog: str, errors: tuple[type[BaseException], ...], status: int):
+    """``errors`` end the command with their message alone and exit ``status``: no traceback for what the user can
+    fix from the message."""
     try:
         yield
-    except ValueError as e:
+    except errors as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(status) from None
+
+
+def usage_errors(prog: str):
+    """A user's mistake in what is asked for (a ``ValueError`` while composing and checking the config: an unknown
+    key, cell, task kind or option, each listing the valid ones): its message alone and exit status 2, as argparse
+    does for a bad flag."""
+    return errors_as_messages(prog, (ValueError,), 2)
 
 
 def experiments() -> list[str]:

@@ -82,10 +82,13 @@ def main(name: str, argv=None) -> list[dict]:
         failed = multirun.submit_grid(cfg, name, preset, points, args.seeds, root, args.force, args.launcher,
                                       args.overrides, args.hydra)
     elif not args.collect:
+        import datamodules
         from reproduce import loop  # lightning and the data modules load only when training
 
-        (loop.derive_grid if cfg.table.get("source") else loop.train_grid)(cfg, name, points, args.seeds, root,
-                                                                             force=args.force)
+        # a missing or corrupt data file: its message (the file and the fix), exit 1; finished points stay done
+        with config.errors_as_messages(f"reproduce/{name}.py", (datamodules.DataError,), 1):
+            (loop.derive_grid if cfg.table.get("source") else loop.train_grid)(cfg, name, points, args.seeds, root,
+                                                                                 force=args.force)
     if not distributed.is_global_zero():  # a DDP rank other than 0: it trained; rank 0 prints the table
         return []
     if args.wandb_project:

@@ -75,24 +75,36 @@ def main(argv=None) -> dict | None:
     # the newest unfinished run of this config (killed, preempted, crashed) resumes, unless a live process has it
     folders = distributed.agree([d for d in [*sorted(root.glob(f"*__{key}__*"), reverse=True), fresh]
                                  if not (d / FINISHED).exists()])
+    # a missing or corrupt data file: the message names the file and the fix (status 1); nothing is lost, the run
+    # folder resumes once it is there
+    with config.errors_as_messages(ap.prog, (datamodules.DataError,), 1):
+        record, path = _run_first_free(cfg, kind, folders)
+    if record is None:  # a DDP rank other than 0: it trained, rank 0 reports
+        return None
+    why = results.failure(record)
+    print(f"{cfg.task.name} {cfg.cell.name}: " + (f"FAILED, {why}" if why else
+                                                  f"{kind.summary(record)}, {record['wall_s']:.0f} s") + f" -> {path}")
+    return record
+
+
+def _run_first_free(cfg: DictConfig, kind, folders: list[Path]):
+    """Run in the first of ``folders`` that no live process holds -> (record, its path), (None, None) on the ranks
+    other than 0 of a DDP run."""
     for run_dir in folders:
         try:
             with distributed.held(run_lock, run_dir):
                 if run_dir != folders[-1]:
                     print(f"resuming {run_dir} (an unfinished run of the same config)")
                 record = kit.run(kind, cfg, run_dir, name=run_dir.name)
-                if record is None:  # a DDP rank other than 0: it trained, rank 0 reports
-                    return None
+                if record is None:
+                    return None, None
                 record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
                 path = results.write_record(record, cfg.paths.results)
                 atomic_write_text(run_dir / FINISHED, f"{path}\n")
-            break
+            return record, path
         except RunBusy:
             continue
-    why = results.failure(record)
-    print(f"{cfg.task.name} {cfg.cell.name}: " + (f"FAILED, {why}" if why else
-                                                  f"{kind.summary(record)}, {record['wall_s']:.0f} s") + f" -> {path}")
-    return record
+    raise RunBusy(f"every run folder of this config is in use: {', '.join(map(str, folders))}")
 
 
 if __name__ == "__main__":

@@ -133,3 +133,20 @@ def test_single_runs_started_in_the_same_second_get_their_own_folders(workdir, m
     assert first["run_dir"] != second["run_dir"]
     assert Path(first["run_dir"]).is_dir() and Path(second["run_dir"]).is_dir()
     assert len(results.load_records(workdir / "results", table="single")) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["-m", "reproduce.train"], [str(REPO / "reproduce" / "table2_simplified.py")]])
+def test_a_missing_data_file_is_a_message_naming_it_and_the_fix(tmp_path, command):
+    """No data and no network (downloads refused at once by a closed proxy port): the file, where it was looked
+    for and the fix, exit status 1, no traceback; nothing written as a result."""
+    env = dict(os.environ, GATEZOO_DATA=str(tmp_path / "empty"), HOME=str(tmp_path / "home"),
+               GATEZOO_CACHE=str(tmp_path / "cache"), GATEZOO_RESULTS=str(tmp_path / "results"),
+               GATEZOO_RUNS=str(tmp_path / "runs"), https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+               PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, *command, "--preset", "smoke", "task=row_mnist", "cell.hidden_size=8"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "mnist/train-images-idx3-ubyte.gz not found in" in out.stderr and "Fix: copy" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
