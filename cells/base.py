@@ -11,7 +11,7 @@ backends. A subclass writes:
 - ``step(a, state, R)``: one time step, written like the paper, from the projected input ``a`` (B, k) and the state
   tuple; returns ``(new_state, gates)``.
 - ``fused(W, b, R)`` (optional): the exact weights of PyTorch's fused LSTM / tanh-RNN kernel, or None.
-- ``formula``: the paper's parameter count of one direction of one layer, written ONCE, as CELLS.md writes it
+- ``formula``: the paper's parameter count of one direction of one layer, written ONCE, as docs/cells.md writes it
   (``"4(mn + n² + n) − 3mn"``); ``count(m, n)`` evaluates that same text (``formula_count``), so the text that
   ``describe`` / ``python -m cells`` show and the number that ``count`` / ``cells.num_params`` return cannot disagree.
 """
@@ -48,14 +48,14 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
 GATE_ACTIVATIONS = {"sigmoid": torch.sigmoid, "hard_sigmoid": hard_sigmoid}
 INITS = ("torch", "keras", "glorot", "uniform")
 
-# ---- the parameter formula: CELLS.md's notation, read as arithmetic -------------------------------------------------
+# ---- the parameter formula: docs/cells.md's notation, read as arithmetic --------------------------------------------
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|([mn])|([+\-−])|([*×·])|([²³])|([()]))")
 
 
 @functools.cache
 def formula_expression(text: str) -> str:
-    """The Python expression a formula in CELLS.md's notation means: ``"4(mn + n² + n) − 3mn"`` ->
+    """The Python expression a formula in docs/cells.md's notation means: ``"4(mn + n² + n) − 3mn"`` ->
     ``"4*(m*n+n**2+n)-3*m*n"``. Grammar: sum = term (("+" | "−" | "-") term)*; term = power ([* × ·] power)*, where
     juxtaposition multiplies (``mn``, ``3n``, ``n(m + 2)``); power = atom ["²" | "³"]; atom = integer | m | n |
     "(" sum ")". Anything else (``"?"``, an unknown letter, unbalanced brackets) raises ValueError."""
@@ -120,7 +120,7 @@ def _compiled_formula(text: str):
 
 
 def formula_count(text: str, m: int, n: int) -> int:
-    """The number a formula in CELLS.md's notation gives for input size m and hidden size n."""
+    """The number a formula in docs/cells.md's notation gives for input size m and hidden size n."""
     return int(eval(_compiled_formula(text), {"__builtins__": {}}, {"m": m, "n": n}))  # only digits, m, n, + - * **
 
 
@@ -142,7 +142,7 @@ class Fused:
 class Cell(nn.Module):
     name: str = "?"  # set by @register
     paper: str = "standard"  # key of PAPERS
-    formula: str = "?"  # the paper's parameter formula in CELLS.md's notation; ``count`` evaluates it
+    formula: str = "?"  # the paper's parameter formula in docs/cells.md's notation; ``count`` evaluates it
     has_cell_state: bool = True
     gate_names: tuple[str, ...] = ()  # the gates ``step`` returns (a removed gate is absent)
     options: dict = {}  # cell-specific options and their defaults, e.g. {"forget": 0.59}

@@ -2,7 +2,7 @@
 
 G2-LSTM pushes the input and forget gates towards 0/1 with the Gumbel-sigmoid (sec. 3, eq. 6):
     G(α, τ) = σ((α + log U − log(1 − U)) / τ),   U ~ Uniform(0, 1) afresh per element and step.
-What the authors' released code does (ANCHOR-FACTS.md, zhuohan123/g2-lstm, language model), followed here:
+What the authors' released code does (zhuohan123/g2-lstm, language model; docs/papers-vs-code.md), followed here:
 - training: i = σ((α_i + m ⊙ ε) / τ), f likewise, with logistic noise ε = log(U + 1e-3) − log(1 + 1e-3 − U) and a
   Bernoulli mask m ~ B(p) (option ``noise_prob``, default 0.2 as in every run of the paper), fresh every step;
 - evaluation: plain σ(α): no noise AND no division by τ. The output gate and g are never changed.

@@ -25,8 +25,8 @@ def register(name: str):
         try:
             formula_expression(cls.formula)
         except ValueError as e:
-            raise ValueError(f"cell {name!r} ({cls.__qualname__}): {e}; write its parameter count in CELLS.md's "
-                             f"notation as the class attribute formula") from None
+            raise ValueError(f"cell {name!r} ({cls.__qualname__}): {e}; write its parameter count in the "
+                             f"notation of docs/cells.md as the class attribute formula") from None
         cls.name = name
         cls.has_forget_bias = cls.forget_bias_ok()
         _CELLS[name] = cls

@@ -1,6 +1,6 @@
 """The standard LSTM and the machinery its structurally constrained variants share.
 
-Standard LSTM (Graves 2013 without peepholes; Keras ``LSTM``; PyTorch ``nn.LSTM`` math), CELLS.md:
+Standard LSTM (Graves 2013 without peepholes; Keras ``LSTM``; PyTorch ``nn.LSTM`` math), docs/cells.md:
 
     i = σ(W_i x + U_i h + b_i)      f = σ(W_f x + U_f h + b_f)
     o = σ(W_o x + U_o h + b_o)      g = act(W_g x + U_g h + b_g)
@@ -28,7 +28,7 @@ ORDER = "ifgo"  # PyTorch's gate order in the fused kernel's weight rows
 
 @register("lstm")
 class LSTM(Cell):
-    """Standard LSTM (no peepholes), CELLS.md "Standard LSTM":
+    """Standard LSTM (no peepholes; Graves 2013, the baseline of every paper):
         i = σ(W_i x + U_i h + b_i),  f = σ(W_f x + U_f h + b_f),  o = σ(W_o x + U_o h + b_o)
         g = act(W_g x + U_g h + b_g),  c' = f ⊙ c + i ⊙ g,  h' = o ⊙ act(c')
     act = tanh (option ``activation``), σ = sigmoid (option ``gate_activation``). Same math as nn.LSTM with
@@ -90,7 +90,7 @@ class LSTM(Cell):
         Us = [getattr(self, f"U_{g}") for g in ORDER if "U" in self.terms.get(g, "")]
         return {"U": torch.cat(Us)} if Us else {}
 
-    # ---- the step: CELLS.md "Standard LSTM", a removed gate is its constant ---------------------------------------
+    # ---- the step: the standard LSTM (docs/cells.md), a removed gate is its constant --------------------------------
     def step(self, a: Tensor, state, R):
         h, c = state
         pre = dict(zip(ORDER, a.chunk(4, 1)))  # W x + b of every gate, (B, n) each

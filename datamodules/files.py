@@ -13,6 +13,7 @@ naming the file, its URL and the directories looked in.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -334,9 +335,10 @@ def _download(key: str, src: Source, url: str, root: Path) -> Path:
     if not _secure(url):
         raise DataError(f"{key}: refusing to download {url}: only https URLs are used")
     dest = root / (src.saved_as or src.path)
+    made = [d for d in [dest.parent, *dest.parent.parents] if not d.exists()]  # deepest first: removed on failure
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp, part = Path(tmp), None
+    tmp, part, done = Path(tmp), None, False
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -355,11 +357,15 @@ def _download(key: str, src: Source, url: str, root: Path) -> Path:
                                 f"{_expected(src)}; it was deleted, not used (truncated download?). Fix: re-run "
                                 f"later, or copy a good {src.path} into {root}.")
         os.replace(tmp, dest)
+        done = True
         return dest
     finally:
         for p in (tmp, part):
             if p is not None and p.exists():
                 p.unlink()
+        for d in made if not done else ():  # a failed download leaves no empty folder in the user's data dir
+            with contextlib.suppress(OSError):  # not empty (another process's file): it stays
+                d.rmdir()
 
 
 # ---- archives --------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import lightning as L
@@ -73,6 +74,37 @@ class ExpLossLR(L.Callback):
         other_rank = torch.distributed.is_available() and torch.distributed.is_initialized() and \
             torch.distributed.get_rank() != 0
         self._sum, self._count = (0.0, 0) if other_rank else (state_dict["sum"], state_dict["count"])
+
+
+class EpochLine(L.Callback):
+    """One printed line per epoch: what a log file or a cluster job's log shows while a run goes on (a progress bar
+    draws nothing there until it ends). The epoch of ``max_epochs``, the epoch's training and validation numbers,
+    the time so far and the run's ETA at this pace (early stopping may end it sooner); a module's ``epoch_note``
+    (e.g. NT-ASGD averaging) is added. Rank 0 prints."""
+
+    def __init__(self, label: str = ""):
+        self.label, self._t0, self._first = label, 0.0, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0, self._first = time.time(), trainer.current_epoch  # a resumed run: its pace from here
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        epoch, elapsed = trainer.current_epoch + 1, time.time() - self._t0
+        done = epoch - self._first
+        shown = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+                 if v.numel() == 1 and k.startswith(("train/", "val/", "test/"))}
+        eta = elapsed / max(done, 1) * max(trainer.max_epochs - epoch, 0) if trainer.max_epochs else None
+        print(f"{self.label}epoch {epoch}/{trainer.max_epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+              + getattr(pl_module, "epoch_note", "") + f"; {duration(elapsed)}"
+              + (f", ETA {duration(eta)}" if eta is not None else ""), flush=True)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 42 s, 7.5 min, 2.3 h."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min" if seconds >= 90 else \
+        f"{seconds:.0f} s"
 
 
 class Curves(L.Callback):

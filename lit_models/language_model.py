@@ -252,10 +252,8 @@ class LanguageModel(L.LightningModule):
         loss = self.val_ppl.compute().log().item()
         self.last_val_ppl = math.exp(loss)
         opt = self._optimizer()
-        # one line per epoch: what a cluster log (no terminal, so no live bar) shows while the run goes on
-        self.print(f"{'finetune ' if self.finetune else ''}epoch {self.current_epoch + 1}: "
-                   f"val ppl {self.last_val_ppl:.2f}"
-                   + (" (averaged weights)" if opt is not None and opt.averaging else ""))
+        # shown in the run's line per epoch (lit_models.callbacks.EpochLine)
+        self.epoch_note = " (averaged weights)" if opt is not None and opt.averaging else ""
         if self.finetune:
             if nonmonotonic(self.val_losses, loss, self.nonmono):
                 self.stopped = self.trainer.should_stop = True

@@ -43,10 +43,6 @@ class Translator(L.LightningModule):
         self.log("val/nll", loss, batch_size=tokens, sync_dist=True)
         self.log("val/ppl", self.val_ppl, prog_bar=True)  # the metric object: Lightning computes it at epoch end
 
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:  # one line per epoch, for logs without a live bar
-            self.print(f"epoch {self.current_epoch + 1}: val ppl {float(self.val_ppl.compute()):.2f}")
-
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
 

@@ -218,7 +218,10 @@ def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "resu
                         by_epoch.setdefault(e, []).append(v)
             if by_epoch:
                 xs = sorted(by_epoch)
-                ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], label=f"{row} (n={len(group)})")
+                # markers: a one-epoch curve is one point, which a bare line would not draw
+                ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], marker="o", markersize=3,
+                        label=f"{row} (n={len(group)})")
+        ax.ticklabel_format(axis="y", useOffset=False)  # 5817 reads as 5817, not "+5.817e3" and 0
         ax.set_title(col)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

@@ -81,8 +81,9 @@ def _override(key: str, value) -> str:
 
 
 def _explain(err: Exception, overrides: list[str], base: DictConfig | None) -> str:
-    """Hydra's message, plus the valid keys at the level of an unknown key (with a close match)."""
-    msg = str(err)
+    """For an unknown key: ours first (the close match, the valid keys at its level), then Hydra's message only
+    where its advice applies (no close match: "+key=value" appends a new key); else Hydra's message."""
+    msg, ours, close_any = str(err), [], False
     if base is None:
         return msg
     for o in overrides:
@@ -92,10 +93,13 @@ def _explain(err: Exception, overrides: list[str], base: DictConfig | None) -> s
         if isinstance(node, DictConfig) and leaf not in node:
             valid = sorted(str(k) for k in node.keys())
             close = difflib.get_close_matches(leaf, valid, n=1)
-            msg += (f"\nunknown config key {key!r}" + (f" (did you mean {parent + '.' if parent else ''}{close[0]}?)"
-                                                       if close else "")
-                    + f"; valid keys under {parent or 'the root'}: {', '.join(valid)}")
-    return msg
+            close_any = close_any or bool(close)
+            ours.append(f"unknown config key {key!r}" + (f" (did you mean {parent + '.' if parent else ''}{close[0]}?)"
+                                                         if close else "")
+                        + f"; valid keys under {parent or 'the root'}: {', '.join(valid)}")
+    if not ours:
+        return msg
+    return "\n".join(ours + ([] if close_any else [f"({msg})"]))
 
 
 def compose(experiment: str | None = None, preset: str = "quick", overrides: list[str] = ()) -> DictConfig:

@@ -17,6 +17,7 @@ the rest, once for all kinds:
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import subprocess
 import time
@@ -32,11 +33,34 @@ from omegaconf import DictConfig, OmegaConf
 import cells
 import datamodules
 from fileio import atomic_write_text
-from lit_models.callbacks import AtomicCheckpointIO, Curves, ResumableLoader, Resume
-from reproduce import distributed
+from lit_models.callbacks import AtomicCheckpointIO, Curves, EpochLine, ResumableLoader, Resume
+from reproduce import distributed, results
 
-# Lightning 2.6's own use of a name torch deprecated; nothing a user can act on
+# What every run would print and no user can act on (shown once per grid point otherwise):
+# Lightning 2.6's own use of a name torch deprecated;
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# a run folder always holds files before its first checkpoint (wandb_id, run.lock), and resuming there is the point;
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+class _NoTip(logging.Filter):
+    """Lightning's advertisement for its own cloud logger, printed by every Trainer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTip())
+
+
+class WandbLogger(L.pytorch.loggers.WandbLogger):
+    """Lightning's W&B logger less the ``anonymous=None`` it always hands to ``wandb.init``, which wandb 0.2x-0.3x
+    answers with "The anonymous setting has no effect" on every run (Lightning's own field; nothing else changes)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
 OPTIMIZERS = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD,
               "adadelta": torch.optim.Adadelta}
@@ -94,7 +118,9 @@ def build_optimizer(cfg: DictConfig):
     return functools.partial(OPTIMIZERS[o.name], lr=lr, **OmegaConf.to_container(o.kwargs, resolve=True))
 
 
-def build_logger(cfg: DictConfig, run_dir: Path, name: str):
+def build_logger(cfg: DictConfig, run_dir: Path, name: str, labels: dict | None = None):
+    """The run's Lightning logger (``logger.name``): W&B (offline unless WANDB_MODE=online) as one W&B run per run
+    folder, grouped by table and tagged with preset, cell, column and seed; CSV; or none (False)."""
     kind = cfg.logger.name
     if kind not in LOGGERS:
         raise ValueError(f"unknown logger {kind!r}; valid: {', '.join(LOGGERS)}")
@@ -111,10 +137,11 @@ def build_logger(cfg: DictConfig, run_dir: Path, name: str):
             run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
             atomic_write_text(id_file, run_id)
     run_id = distributed.agree(run_id)
-    tags = [cfg.preset, str(cfg.table.name if cfg.table else "single")]
-    return L.pytorch.loggers.WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=name,
-                                         id=run_id, resume="allow", save_dir=str(run_dir), tags=tags,
-                                         config=OmegaConf.to_container(cfg, resolve=True))
+    labels = labels or {}
+    tags = [cfg.preset, cfg.cell.name, str(labels.get("column", cfg.task.name)), f"seed {cfg.seed}"]
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=name, id=run_id, resume="allow",
+                       save_dir=str(run_dir), tags=tags, group=str(labels.get("table", "single")),
+                       config=OmegaConf.to_container(cfg, resolve=True))
 
 
 def fit(cfg: DictConfig, module: L.LightningModule, run_dir: Path, train, val, *, monitor: str, mode: str, logger,
@@ -134,7 +161,8 @@ def fit(cfg: DictConfig, module: L.LightningModule, run_dir: Path, train, val, *
     if max_epochs is not None:
         settings["max_epochs"] = max_epochs
     # use_distributed_sampler=False: under DDP the kinds shard their loaders (datamodules.shard), evaluation unpadded
-    trainer = L.Trainer(default_root_dir=run_dir, callbacks=[*callbacks, curves, best, resume], logger=logger,
+    line = EpochLine(prefix.rstrip("_").replace("_", " ") + " " if prefix else "")
+    trainer = L.Trainer(default_root_dir=run_dir, callbacks=[*callbacks, curves, line, best, resume], logger=logger,
                         num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
                         **settings)
     if datamodule is not None:
@@ -191,9 +219,11 @@ def compressed_model(cfg: DictConfig, run_dir: Path, path: Path, load, spec: dic
     return dm, net, report
 
 
-def run(kind, cfg: DictConfig, run_dir: Path, name: str = "run") -> dict | None:
-    """Train one configuration of task kind ``kind`` in ``run_dir`` (resuming there) and return its result record
-    (None on the ranks other than 0 of a DDP run: they train, rank 0 evaluates and reports)."""
+def run(kind, cfg: DictConfig, run_dir: Path, name: str = "run", labels: dict | None = None) -> dict | None:
+    """Train one configuration of task kind ``kind`` in ``run_dir`` (resuming there) and return its result record,
+    with ``labels`` (table, paper, row, column, grid, notes) in it (None on the ranks other than 0 of a DDP run: they
+    train, rank 0 evaluates and reports). With the W&B logger the record is stored in the run's W&B run, which is then
+    finished: every run (every grid point) is its own W&B run, and a resumed one continues it."""
     distributed.launch(cfg, kind.single_device)  # DDP: the processes and their group, unless started already
     distributed.barrier()  # every rank finds the run folder as rank 0 left it (e.g. emptied by --force)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,14 +234,19 @@ def run(kind, cfg: DictConfig, run_dir: Path, name: str = "run") -> dict | None:
     dm = build_datamodule(cfg)
     distributed.rank_zero_first(dm.prepare_data)
     dm.setup("fit")
-    trained = kind.train(cfg, dm, run_dir, name, build_logger(cfg, run_dir, name))
+    trained = kind.train(cfg, dm, run_dir, name, build_logger(cfg, run_dir, name, labels))
     if not distributed.is_global_zero():
         return None
     metrics, extra = kind.evaluate(cfg, dm, run_dir, name, trained)
     params = check_params(cfg.cell.name, kind.recurrent_layers(trained.net))
     if trained.nonfinite:
         metrics["stopped"] = f"non-finite training loss at {trained.nonfinite}"
+    rec = record(cfg, metrics=metrics, curve=trained.curve, params=params, wall=time.time() - t0, dm=dm,
+                 run_dir=run_dir, **extra) | (labels or {})
     if isinstance(trained.logger, L.pytorch.loggers.WandbLogger):
-        trained.logger.experiment.summary.update({f"best/{k}": v for k, v in metrics.items() if v is not None})
-    return record(cfg, metrics=metrics, curve=trained.curve, params=params, wall=time.time() - t0, dm=dm,
-                  run_dir=run_dir, **extra)
+        run = trained.logger.experiment
+        run.summary.update({f"best/{k}": v for k, v in metrics.items() if v is not None})
+        if "table" in rec:
+            results.log_record_wandb(rec, run=run)  # --collect --wandb-project reads it back
+        run.finish()  # the next run of this process (the next grid point) starts its own W&B run
+    return rec

@@ -36,6 +36,7 @@ def run_lock(run_dir: Path):
     is created with O_CREAT | O_EXCL (atomic, also on NFS) and holds "<pid> <host>". A lock whose process is dead
     (same host) is stale and taken over; a live one raises ``RunBusy``. Removed on exit, an exception or a preemption
     (a SIGKILL leaves it, stale)."""
+    made = [d for d in [run_dir, *run_dir.parents] if not d.exists()]  # deepest first
     run_dir.mkdir(parents=True, exist_ok=True)
     path, me = run_dir / LOCK, f"{os.getpid()} {socket.gethostname()}"
     while True:
@@ -58,3 +59,6 @@ def run_lock(run_dir: Path):
         with contextlib.suppress(FileNotFoundError):
             if path.read_text() == me:
                 path.unlink()
+        for d in made:  # a folder this lock made and nothing filled (the run failed before writing): gone again
+            with contextlib.suppress(OSError):
+                d.rmdir()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lit_models.callbacks import duration
 from reproduce import distributed, grid, kinds, kit, results, train
 from reproduce.console import console
 from reproduce.locks import LOCK, RunBusy, run_lock
@@ -31,6 +32,8 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
 
     finished = done()
     jobs = grid.grid_jobs(points, cfg.seed, seeds)
+    todo = sum(1 for (row, col, _), seed in jobs if force or (row, col, seed) not in finished)
+    walls: list[float] = []  # the runs this process trained: the table's ETA at their mean pace
     for i, ((row, col, values), seed) in enumerate(jobs, 1):
         tag = f"[{i}/{len(jobs)}] {name} {row} {col} seed {seed}"
         if (row, col, seed) in finished and not force:
@@ -47,18 +50,18 @@ def train_grid(cfg, name: str, points, seeds: int, root: Path, force: bool) -> N
                     for old in folder.iterdir():
                         if old.name != LOCK:
                             shutil.rmtree(old) if old.is_dir() else old.unlink()
-                console.rule(tag)
-                record = train.run(point, folder, name=f"{name}/{row}/{col}/s{seed}")
+                eta = f" (table ETA {duration(sum(walls) / len(walls) * (todo - len(walls)))})" if walls else ""
+                console.rule(tag + eta)
+                labels = {"table": name, "paper": cfg.table.paper, "row": row, "column": col, "grid": dict(values),
+                          "notes": "; ".join(cfg.table.notes or [])}
+                record = train.run(point, folder, name=f"{name}/{row}/{col}/s{seed}", labels=labels)
                 if record is None:  # a DDP rank other than 0: it trained, rank 0 writes the record
                     continue
-                record.update(table=name, paper=cfg.table.paper, row=row, column=col, grid=dict(values),
-                              notes="; ".join(cfg.table.notes or []))
                 path = results.write_record(record, root)
+                walls.append(record["wall_s"])
         except RunBusy as busy:
             console.print(f"{tag}: skipped, {busy}")
             continue
-        if cfg.logger.name == "wandb":
-            results.log_record_wandb(record)
         console.print(f"{tag}: {grid.summary(cfg, record)}, {record['wall_s']:.0f} s -> {path}")
 
 

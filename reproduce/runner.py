@@ -85,8 +85,8 @@ def main(name: str, argv=None) -> list[dict]:
         import datamodules
         from reproduce import loop  # lightning and the data modules load only when training
 
-        # a missing or corrupt data file: its message (the file and the fix), exit 1; finished points stay done
-        with config.errors_as_messages(f"reproduce/{name}.py", (datamodules.DataError,), 1):
+        # a missing or corrupt data file: its message (the file and the fix), exit 2; finished points stay done
+        with config.errors_as_messages(f"reproduce/{name}.py", (datamodules.DataError,), 2):
             (loop.derive_grid if cfg.table.get("source") else loop.train_grid)(cfg, name, points, args.seeds, root,
                                                                                  force=args.force)
     if not distributed.is_global_zero():  # a DDP rank other than 0: it trained; rank 0 prints the table
@@ -95,7 +95,8 @@ def main(name: str, argv=None) -> list[dict]:
         records = results.load_wandb(args.wandb_project, name, preset=preset, entity=cfg.logger.entity)
     else:
         records = results.load_records(root, table=name, preset=preset)
-    out = report.table(cfg, name, points, records, preset, out_dir=root / "tables")
+    # per preset: a smoke run never replaces the quick table a user waited for
+    out = report.table(cfg, name, points, records, preset, out_dir=root / "tables" / preset)
     if failed:
         raise SystemExit(failed)
     return out

@@ -33,10 +33,11 @@ from reproduce import config, distributed, kinds, kit, results
 from reproduce.locks import FINISHED, RunBusy, run_lock
 
 
-def run(cfg: DictConfig, run_dir: Path, name: str = "run") -> dict | None:
+def run(cfg: DictConfig, run_dir: Path, name: str = "run", labels: dict | None = None) -> dict | None:
     """Train one configuration in ``run_dir`` (resuming from its last.ckpt) through its task kind and return its
-    result record (None on the ranks other than 0 of a DDP run: they train, rank 0 evaluates and reports)."""
-    return kit.run(kinds.of(cfg), cfg, run_dir, name)
+    result record, ``labels`` in it (None on the ranks other than 0 of a DDP run: they train, rank 0 evaluates and
+    reports)."""
+    return kit.run(kinds.of(cfg), cfg, run_dir, name, labels)
 
 
 def check(cfg: DictConfig) -> kinds.TaskKind:
@@ -75,9 +76,8 @@ def main(argv=None) -> dict | None:
     # the newest unfinished run of this config (killed, preempted, crashed) resumes, unless a live process has it
     folders = distributed.agree([d for d in [*sorted(root.glob(f"*__{key}__*"), reverse=True), fresh]
                                  if not (d / FINISHED).exists()])
-    # a missing or corrupt data file: the message names the file and the fix (status 1); nothing is lost, the run
-    # folder resumes once it is there
-    with config.errors_as_messages(ap.prog, (datamodules.DataError,), 1):
+    # a missing or corrupt data file: the message names the file and the fix (status 2); nothing is left behind
+    with config.errors_as_messages(ap.prog, (datamodules.DataError,), 2):
         record, path = _run_first_free(cfg, kind, folders)
     if record is None:  # a DDP rank other than 0: it trained, rank 0 reports
         return None
@@ -95,10 +95,11 @@ def _run_first_free(cfg: DictConfig, kind, folders: list[Path]):
             with distributed.held(run_lock, run_dir):
                 if run_dir != folders[-1]:
                     print(f"resuming {run_dir} (an unfinished run of the same config)")
-                record = kit.run(kind, cfg, run_dir, name=run_dir.name)
+                record = kit.run(kind, cfg, run_dir, name=run_dir.name,
+                                 labels={"table": "single", "paper": "none", "row": cfg.cell.name,
+                                         "column": cfg.task.name})
                 if record is None:
                     return None, None
-                record.update(table="single", paper="none", row=cfg.cell.name, column=cfg.task.name)
                 path = results.write_record(record, cfg.paths.results)
                 atomic_write_text(run_dir / FINISHED, f"{path}\n")
             return record, path

@@ -1,16 +1,17 @@
-"""An independent reference for every cell, written from /work/shared/CELLS.md, NOT from ``cells/``.
+"""An independent reference for every cell, written from the papers' equations (as docs/cells.md, "Equations and
+parameter counts", writes them out), NOT from ``cells/``.
 
-``step(name, cell, x, state, ...)`` is one time step of cell ``name`` read off the equations of CELLS.md, using only
+``step(name, cell, x, state, ...)`` is one time step of cell ``name`` read off those equations, using only
 the named parameters of ``cell`` (one direction of one layer, e.g. ``layer.cells[0]``) and the options the user
-passed (``layer.options``); every default below (forget 0.59, τ = 0.2 / 0.9, tanh, σ) is CELLS.md's, not the
-package's. It never calls the cell's own ``step``, weights or fused form.
+passed (``layer.options``); every default below (forget 0.59, τ = 0.2 / 0.9, tanh, σ) is the papers' (docs/cells.md),
+not the package's. It never calls the cell's own ``step``, weights or fused form.
 
 ``layer_forward(layer, x, state)`` rolls it over a whole (unpadded) batch-first sequence for a stacked, possibly
 bidirectional layer, with nn.LSTM's state layout.
 
-A cell's reference is ONE step function registered by ``@reference(name, cell_state=..., gates=...)``: what CELLS.md
+A cell's reference is ONE step function registered by ``@reference(name, cell_state=..., gates=...)``: what the paper
 says its state is ((h, c) or h alone) and which gates it exposes. ``REFERENCES`` is then the list of the cells of
-CELLS.md; the tests take every other per-cell fact from the registry (``cells.get(name)``), and fail naming a
+docs/cells.md; the tests take every other per-cell fact from the registry (``cells.get(name)``), and fail naming a
 registered cell that has no reference step here.
 
 State: ``(h, c)`` for cells with a cell state, ``(h,)`` otherwise. FGR's previous gates are passed as ``prev``
@@ -46,7 +47,7 @@ GATE = {"sigmoid": sigmoid, "hard_sigmoid": hard_sigmoid}
 class Reference:
     step: Callable  # (p, x, h, c, s) -> (new state, gates); s: name, options, act, sig, training, prev, noise
     cell_state: bool  # the layer state is (h, c); else h alone
-    gates: tuple[str, ...]  # the gates the cell exposes (CELLS.md; a removed or constant gate is absent)
+    gates: tuple[str, ...]  # the gates the cell exposes (docs/cells.md; a removed or constant gate is absent)
 
 
 REFERENCES: dict[str, Reference] = {}
@@ -69,7 +70,7 @@ def get(name: str) -> Reference:
     try:
         return REFERENCES[name]
     except KeyError:
-        raise LookupError(f"no reference step for cell {name!r}: write one from CELLS.md in tests/reference.py "
+        raise LookupError(f"no reference step for cell {name!r}: write one from docs/cells.md in tests/reference.py "
                        f"(@reference({name!r}, cell_state=..., gates=...))") from None
 
 
@@ -78,7 +79,7 @@ def mv(M: Tensor, v: Tensor) -> Tensor:
     return v @ M.T
 
 
-# ---- the standard LSTM and its constrained variants (CELLS.md "Standard LSTM", Lu & Salem, Jozefowicz, Li) ----------
+# ---- the standard LSTM and its constrained variants (docs/cells.md: the standard LSTM, Lu & Salem, Jozefowicz, Li) --
 
 
 def _lstm_update(p, x, h, c, i, f, o, act):
@@ -140,7 +141,7 @@ def _lstm_c6(p, x, h, c, act, forget):  # LSTM_C6: u_c is a vector, the recurren
 
 
 def _greff(p, x, h, c, act, sig, variant, prev=None):
-    """CELLS.md "Greff et al.": z, i, f from the OLD c, c' = z ⊙ i + c ⊙ f, o peeks at the NEW c'."""
+    """Greff et al. 2017, sec. 2 (docs/cells.md): z, i, f from the OLD c, c' = z ⊙ i + c ⊙ f, o peeks at the NEW c'."""
     z = mv(p.W_z, x) + mv(p.R_z, h) + p.b_z
     z = z if variant == "niaf" else act(z)  # NIAF: g = identity
 
@@ -205,7 +206,7 @@ def _tanh_rnn(p, x, h, act):
     return (act(mv(p.W, x) + mv(p.U, h) + p.b),), {}
 
 
-# ---- one registered reference step per cell of CELLS.md -------------------------------------------------------------
+# ---- one registered reference step per cell of docs/cells.md --------------------------------------------------------
 
 
 @reference("lstm")
@@ -305,8 +306,9 @@ def step(name: str, cell, x: Tensor, state: tuple, options: dict | None = None, 
          prev: dict | None = None, noise: tuple | None = None):
     """One step of cell ``name`` -> (new state tuple, gates dict).
 
-    options: what the user passed to ``cells.build`` (CELLS.md defaults otherwise). training: only G2-LSTM reads it;
-    its training step is deterministic only with ``noise_prob=0`` or an explicit ``noise`` = (ε_i, ε_f)."""
+    options: what the user passed to ``cells.build`` (the papers' defaults otherwise, docs/cells.md). training: only
+    G2-LSTM reads it; its training step is deterministic only with ``noise_prob=0`` or an explicit ``noise`` =
+    (ε_i, ε_f)."""
     r = get(name)
     o = dict(options or {})
     s = SimpleNamespace(name=name, options=o, act=ACT[o.get("activation", "tanh")],

@@ -1,4 +1,4 @@
-"""Tests of the cell registry ``cells`` against /work/shared/CELLS.md.
+"""Tests of the cell registry ``cells`` against the papers' equations and parameter counts (docs/cells.md).
 
 Every cell is checked against the independent reference in ``tests/reference.py`` (one step, sequences, stacked and
 bidirectional layers), its parameter formula (``cls.formula``, the one place it is written) against what a built
@@ -7,7 +7,7 @@ state and all gradients; lengths with garbage in the padding), and the options, 
 ``from_torch``, the error messages and ``describe`` / ``python -m cells``.
 
 Every per-cell fact comes from the registry (``cells.get(name)``: ``square_only``, ``forget_bias_ok()``, ``options``,
-``exact_backends()``) or from the cell's reference step (``ref.get(name)``: its state and gates, as CELLS.md says):
+``exact_backends()``) or from the cell's reference step (``ref.get(name)``: its state and gates, as its paper says):
 a new cell needs its class and one reference step, nothing here; without the reference step its tests fail naming it.
 """
 from __future__ import annotations
@@ -130,17 +130,17 @@ def assert_same(got: dict, want: dict, **tol):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_cell_has_a_reference_step(name):
-    """The reference steps are the cells of CELLS.md, written independently of ``cells/``: a registered cell without
-    one is tested against nothing."""
+    """The reference steps are the cells of docs/cells.md, written independently of ``cells/``: a registered cell
+    without one is tested against nothing."""
     assert cells.get(name).name == name
-    assert name in ref.REFERENCES, (f"cell {name!r} has no reference step: write one from CELLS.md in "
+    assert name in ref.REFERENCES, (f"cell {name!r} has no reference step: write one from docs/cells.md in "
                                     f"tests/reference.py (@reference({name!r}, cell_state=..., gates=...))")
 
 
 def test_every_reference_step_is_a_registered_cell():
     missing = sorted(set(ref.REFERENCES) - set(NAMES))
-    assert not missing, f"CELLS.md cells with a reference step but no registered class: {missing}"
-    assert len(NAMES) >= 26  # the 26 cells of CELLS.md
+    assert not missing, f"cells with a reference step but no registered class: {missing}"
+    assert len(NAMES) >= 26  # the 26 cells of docs/cells.md
 
 
 # ---- every cell against the reference ------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ COUNT_CONFIGS = [(1, 100, 1, False), (28, 50, 1, False), (32, 100, 1, False), (1
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parameter_formula_is_what_a_built_layer_allocates(name):
-    """``cls.formula`` (CELLS.md's formula, the one place it is written) against the parameters a built layer really
+    """``cls.formula`` (the paper's formula, the one place it is written) against the parameters a built layer really
     allocates: ``count`` for one direction of one layer, ``cells.num_params`` for stacked and bidirectional layers."""
     cls = cells.get(name)
     assert cls.formula != "?" and cls.formula in cells.describe(name)

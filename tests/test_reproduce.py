@@ -43,7 +43,7 @@ def test_table_script_runs_end_to_end_with_smoke(name, workdir):
     # wall_s: the whole run, its data set-up and final test included (rounded to 0.1 s)
     assert rec["git"] and rec["wall_s"] > 0 and rec["provenance"] and rec["preset"] == "smoke"
     assert rec["curve"]["epoch"] == [1] and "test/acc" in rec["curve"]
-    tables = workdir / "results" / "tables"
+    tables = workdir / "results" / "tables" / "smoke"
     assert (tables / f"{name}.md").read_text().count("not run") >= 1
     assert (tables / f"{name}.csv").is_file() and (tables / f"{name}.test-acc.png").stat().st_size > 1000
     if name == "table7_slim":
@@ -139,14 +139,16 @@ def test_single_runs_started_in_the_same_second_get_their_own_folders(workdir, m
 @pytest.mark.parametrize("command", [["-m", "reproduce.train"], [str(REPO / "reproduce" / "table2_simplified.py")]])
 def test_a_missing_data_file_is_a_message_naming_it_and_the_fix(tmp_path, command):
     """No data and no network (downloads refused at once by a closed proxy port): the file, where it was looked
-    for and the fix, exit status 1, no traceback; nothing written as a result."""
+    for and the fix, exit status 2, no traceback; nothing left behind (no result, no run folder, no empty data
+    folder)."""
     env = dict(os.environ, GATEZOO_DATA=str(tmp_path / "empty"), HOME=str(tmp_path / "home"),
                GATEZOO_CACHE=str(tmp_path / "cache"), GATEZOO_RESULTS=str(tmp_path / "results"),
                GATEZOO_RUNS=str(tmp_path / "runs"), https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
                PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, *command, "--preset", "smoke", "task=row_mnist", "cell.hidden_size=8"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.returncode == 2, out.stderr[-2000:]
     assert "mnist/train-images-idx3-ubyte.gz not found in" in out.stderr and "Fix: copy" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "empty").exists()  # the download's folders went with it

@@ -302,7 +302,7 @@ def test_a_nan_loss_keeps_the_last_good_checkpoint_and_the_table_says_failed(wor
     printed = capsys.readouterr().out
     assert "FAILED, non-finite training loss at epoch 1, batch 0" in printed
     assert re.search(r"lstm\s+│\s+eta0=1e-3\s+│\s+[\d.]+\s+│\s+failed\s+│", printed), printed
-    md = (workdir / "results" / "tables" / "table2_simplified.md").read_text()
+    md = (workdir / "results" / "tables" / "smoke" / "table2_simplified.md").read_text()
     assert "| lstm | eta0=1e-3 | 0.9816 | failed | — |" in md
     run_dir = Path(record["run_dir"])
     last, best = _weights(run_dir / "last.ckpt"), _weights(run_dir / "best.ckpt")
@@ -368,7 +368,7 @@ def test_the_grid_skips_a_point_another_process_trains_and_reruns_none_it_finish
         return {"table": "table2_simplified", "paper": "simplified", "row": row, "column": "eta0=1e-3", "seed": seed,
                 "preset": "smoke", "metrics": {"test/acc_best": 0.5, "best_epoch": 1, "epochs": 1}, "wall_s": 0.0}
 
-    def fake_run(cfg, run_dir, name):  # the grid's bookkeeping only: a record in no time
+    def fake_run(cfg, run_dir, name, labels=None):  # the grid's bookkeeping only: a record in no time
         if (cfg.cell.name, cfg.seed) == ("lstm", 0):  # meanwhile another process finishes lstm1, seed 1
             results.write_record(record("lstm1", 1), workdir / "results")
         return record(cfg.cell.name, cfg.seed)
