@@ -268,7 +268,7 @@ def _expected(src: Source) -> str:
 
 def _corrupt(key: str, src: Source, path: Path, actual: str, where: Path) -> ChecksumError:
     expected = _expected(src)
-    origin = src.urls[0] if src.urls else "a good copy (see shared/data/MANIFEST.md)"
+    origin = src.urls[0] if src.urls else "a good copy (docs/data.md: where each file comes from)"
     return ChecksumError(
         f"{key}: {path} is corrupt or not the expected file (truncated download?); nothing was read from it.\n"
         f"  SHA-256 {actual}\n  expected {expected}\n"
@@ -297,7 +297,7 @@ def fetch(key: str, data_dir: str | os.PathLike | None = None, download: bool = 
     fix = (f"  Fix: copy {src.path} into {roots[0]} (or point paths.data_dir / ${ENV_DATA} at a directory that "
            f"holds it" + (f"), or download it from {src.urls[0]}" if src.urls else ")") + ".")
     if not download or not src.urls:
-        why = "downloads are disabled" if src.urls else "it has no public download (see shared/data/MANIFEST.md)"
+        why = "downloads are disabled" if src.urls else "it has no public download (docs/data.md says how it was made)"
         raise MissingDataError(f"{key}: {src.path} not found in {looked} ({env}); {why}.\n{fix}")
     target = next((r for r in roots if _writable(r, src.saved_as or src.path)), None)
     if target is None:
@@ -382,7 +382,7 @@ def safe_extract(archive: Path, dest: Path, members: str | None = None) -> Path:
     ``DataError``, naming the file and the fix) leaves nothing behind."""
     archive, dest = Path(archive), Path(dest)
     fix = (f"Fix: delete {archive} and re-run (it is downloaded again when possible), or replace it by a good copy "
-           "(see shared/data/MANIFEST.md).")
+           "(docs/data.md: where each file comes from).")
     pattern = re.compile(members) if members else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))

@@ -26,7 +26,7 @@ from fileio import atomic_write_bytes, atomic_write_text
 from .results import failure
 
 FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std", "n", "delta", "seeds", "presets",
-          "status", "params_published", "params", "params_match", "wall_s", "git"]
+          "status", "params_published", "params", "params_match", "params_total", "wall_s", "git"]
 
 
 LOW_PRECISION = ("ppl", "bleu")  # metrics printed with 2 decimals, as the papers do
@@ -143,6 +143,9 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
             "params_published": pub_params,
             "params": rep_params[0] if len(rep_params) == 1 else (" ".join(map(str, rep_params)) or None),
             "params_match": pub_params == rep_params[0] if pub_params is not None and len(rep_params) == 1 else None,
+            # the whole model (embeddings, output layer, attention), where the kind records it (LM, translation)
+            "params_total": " ".join(map(str, sorted({r["params_total"] for r in group if r.get("params_total")})))
+            or None,
             "wall_s": statistics.fmean(walls) if (walls := [r["wall_s"] for r in group if r.get("wall_s") is not None])
             else None,
             "git": " ".join(sorted({str(r["git"]) for r in group if r.get("git")})),
@@ -159,12 +162,14 @@ def line_cells(row: dict, decimals: int) -> list[str]:
             fmt(row["delta"], decimals, signed=True), row["presets"], params_text(row)]
 
 
-HEADERS = ["row", "column", "published", "reproduced", "delta", "preset", "params"]
+# params: the recurrent layers' parameters, as the papers count them (a bidirectional layer twice)
+HEADERS = ["row", "column", "published", "reproduced", "delta", "preset", "params (recurrent layers)"]
 
 
 def legend(metric: str, unit: str) -> str:
     return (f"{metric}" + (f" in {unit}" if unit else "") + "; reproduced = mean +- std over seeds (n); "
-            "delta = reproduced - published; params = paper vs ours")
+            "delta = reproduced - published; params = the recurrent layers' parameters (as the papers count them), "
+            "paper vs ours")
 
 
 def _print(out, title, metric, unit, notes, decimals, console):

@@ -130,8 +130,9 @@ def _wall(seconds) -> str:
     return "—" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _line(row: dict, decimals: int) -> list[str]:
-    return [*compare.line_cells(row, decimals)[:5], compare.params_text(row), _wall(row["wall_s"]), row["git"] or ""]
+def _line(row: dict, decimals: int, whole: bool) -> list[str]:
+    return ([*compare.line_cells(row, decimals)[:5], compare.params_text(row)]
+            + ([row["params_total"] or ""] if whole else []) + [_wall(row["wall_s"]), row["git"] or ""])
 
 
 def _markdown_table(headers, lines) -> list[str]:
@@ -161,8 +162,9 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
                   f"`GATEZOO_DATA=../shared/data {command}`: {len(ran)} of {len(out)} lines reproduced; wall time "
                   f"{_wall(sum(walls) if walls else None)} over {len(walls)} run(s) (the runs' own sum); records at "
                   f"git {', '.join(gits)}.", "",
-                  *_markdown_table([*compare.HEADERS[:5], "params (paper vs ours)", "wall (mean)", "git"],
-                                   [_line(o, decimals) for o in out]), "",
+                  *_markdown_table([*compare.HEADERS[:5], "params of the recurrent layers (paper vs ours)"]
+                                   + (["whole model"] if (whole := any(o["params_total"] for o in out)) else [])
+                                   + ["wall (mean)", "git"], [_line(o, decimals, whole) for o in out]), "",
                   compare.legend(metric, "fraction" if compare.is_acc(metric) else ""), ""]
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
     return lines, status
