@@ -23,7 +23,7 @@ from rich.console import Console
 
 import cells
 from fileio import atomic_write_text
-from reproduce import compare, config, grid, kinds, results
+from reproduce import compare, config, grid, kinds, results, stats
 from reproduce.console import console
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +65,10 @@ def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, sh
                                   rows=curve_rows, columns=curve_cols)
         if show is not None:
             show.print(f"curves: {png}")
+    if show is not None:
+        for c in claims(cfg, name, runs, preset, [(o["row"], o["column"]) for o in out]):
+            show.print(f"claim: {c['says']}: {c['better']} vs {c['worse']}, p {stats.p_text(c['p'])}: "
+                       f"[bold]{c['verdict']}[/]")
     return out
 
 
@@ -77,6 +81,42 @@ def notes(cfg, preset: str, records) -> list[str]:
                                           "test accuracy at the epoch of best validation accuracy")
     return ([f"preset {preset}: {protocol}"] + list(t.notes or [])
             + sorted({r.get("provenance") for r in records if r.get("provenance")}))
+
+
+def claims(cfg, name: str, records, preset: str, pairs) -> list[dict]:
+    """The table's claims (``table.claims``), tested on the newest record of every seed (``reproduce.stats``);
+    ``pairs``: the table's (row, column) lines, which a claim's sides must name."""
+    spec = cfg.table.get("claims")
+    if not spec:
+        return []
+    t, valid = cfg.table, set(pairs)
+    for c in spec:
+        for side in ("better", "worse"):
+            where = (c[side]["row"], c[side]["column"])
+            if where not in valid:
+                raise ValueError(f"{name}: the claim {c['says']!r} names {side} = row {where[0]!r}, column "
+                                 f"{where[1]!r}, not a line of the table; its rows: "
+                                 f"{', '.join(dict.fromkeys(r for r, _ in pairs))}; its columns: "
+                                 f"{', '.join(dict.fromkeys(col for _, col in pairs))}")
+    recs = compare.select(name, grid.expand(records, OmegaConf.to_container(t.expand), t.metric)
+                          if t.get("expand") else records, preset)
+    values: dict[tuple[str, str], list[float]] = {}
+    for r in recs:
+        v = r["metrics"].get(t.metric)
+        if not results.failure(r) and isinstance(v, (int, float)):
+            values.setdefault((r["row"], r["column"]), []).append(float(v))
+    return stats.check_claims(OmegaConf.to_container(spec), values)
+
+
+def claims_table(tested: list[dict]) -> list[str]:
+    """The claims as a markdown table (empty when the table has none)."""
+    if not tested:
+        return []
+    return _markdown_table(["the paper's claim", "better side", "worse side", "p (Welch, Bonferroni)", "verdict"],
+                           [[c["says"], c["better"], c["worse"], stats.p_text(c["p"]), c["verdict"]]
+                            for c in tested]) + ["", "Welch's t-test, one-sided in the claim's direction, over the "
+                                                     "seeds of each side; p x the table's number of claims; "
+                                                     "reproduced when p < 0.05 (reproduce/stats.py)."]
 
 
 def params_table(name: str, out_dir: Path | None, show: Console | None = console) -> list[dict]:
@@ -167,6 +207,8 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
                                    + ["wall (mean)", "git"], [_line(o, decimals, whole) for o in out]), "",
                   compare.legend(metric, "fraction" if compare.is_acc(metric) else ""), ""]
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
+        tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
+        lines += (["Claims:", "", *claims_table(tested), ""] if tested else [])
     return lines, status
 
 
