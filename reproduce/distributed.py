@@ -172,7 +172,7 @@ def describe(cfg: DictConfig) -> dict:
 
 @contextlib.contextmanager
 def held(lock, run_dir):
-    """``lock(run_dir)`` (``reproduce.train.run_lock``) taken by rank 0 alone; if it fails (``RunBusy``), it fails
+    """``lock(run_dir)`` (``reproduce.locks.run_lock``) taken by rank 0 alone; if it fails (``RunBusy``), it fails
     on every rank, so all ranks skip the folder together."""
     if world_size() == 1:
         with lock(run_dir):
