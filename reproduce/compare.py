@@ -181,11 +181,16 @@ def _print(out, title, metric, unit, notes, decimals, console):
     (console or Console()).print(tab)
 
 
+def markdown_table(headers, lines) -> list[str]:
+    """A Markdown table: the header, its rule, one row per list of cells ("|" escaped)."""
+    return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            + ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in lines])
+
+
 def _write(out, out_dir: Path, table, title, metric, unit, notes, decimals):
     """<table>.md (readable, with title and notes) and <table>.csv (raw numbers, ``FIELDS``), both atomic."""
     lines = [f"# {title}", "", legend(metric, unit), "",
-             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line_cells(r, decimals)) + " |" for r in out]
+             *markdown_table(HEADERS, [line_cells(r, decimals) for r in out])]
     lines += [""] + [f"- {n}" for n in notes]
     atomic_write_text(out_dir / f"{table}.md", "\n".join(lines).rstrip() + "\n")
     buf = io.StringIO()

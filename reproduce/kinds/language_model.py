@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from lit_models.callbacks import Curves
 from lit_models.language_model import (
     AWDLSTM,
     LanguageModel,
@@ -112,9 +113,10 @@ class LanguageModelKind(TaskKind):
         E = len(curves.rows)
         rows = ([dict(r, phase="main") for r in curves.rows]
                 + [dict(r, epoch=E + r["epoch"], phase="finetune") for r in ft_rows])  # finetune epochs follow on
-        keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
+        merged = Curves()  # one curve for both phases, in Curves' own column layout
+        merged.rows = rows
         base_net = load_model(run_dir / "best.ckpt", map_location=kit.eval_device(cfg))[0]
-        return kit.Trained(base_net, {k: [r.get(k) for r in rows] for k in keys}, logger, nonfinite,
+        return kit.Trained(base_net, merged.as_columns(), logger, nonfinite,
                            {"best": best, "epochs": E, "ft_rows": ft_rows, "asgd_epoch": main.asgd_epoch})
 
     def evaluate(self, cfg: DictConfig, dm, run_dir: Path, name: str, trained: kit.Trained) -> tuple[dict, dict]:
