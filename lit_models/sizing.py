@@ -2,6 +2,7 @@
 appropriate number of units for a given number of parameters").
 
     hidden_for_budget("gru", "5M", vocab=10000, nlayers=2)   # -> the largest n whose whole model has <= 5M parameters
+    largest(lambda n: next_step_params("lstm", n, 40, 40, 2), "250K", "lstm")   # the same for Arith's model
 
 The count is the whole language model with embedding size = hidden size = n: embedding V*n, the recurrent layers
 (each cell's paper formula, ``cells.num_params``), the softmax n*V + V (none extra when tied).
@@ -29,16 +30,27 @@ def lm_params(cell: str, n: int, vocab: int, nlayers: int, tie: bool = False) ->
     return vocab * n + recurrent + (0 if tie else n * vocab) + vocab
 
 
-def hidden_for_budget(cell: str, budget, vocab: int, nlayers: int, tie: bool = False) -> int:
-    """The largest n with lm_params(...) <= budget (parameters grow with n, so bisection finds it)."""
+def next_step_params(cell: str, n: int, inputs: int, outputs: int, nlayers: int, target: str = "tokens") -> int:
+    """Parameters of ``lit_models.next_step.NextStepNet``: an embedding inputs*n for symbols (a linear layer
+    inputs*n + n for music's frames), the recurrent layers of n units, the decoder n*outputs + outputs."""
+    recurrent = sum(cells.num_params(cell, n, n) for _ in range(nlayers))
+    return inputs * n + (n if target == "notes" else 0) + recurrent + n * outputs + outputs
+
+
+def largest(count, budget, what: str) -> int:
+    """The largest n with count(n) <= budget (parameters grow with n, so bisection finds it)."""
     budget = parse_count(budget)
-    if lm_params(cell, 1, vocab, nlayers, tie) > budget:
-        raise ValueError(f"budget {budget:,} is below the smallest {cell} language model "
-                         f"({lm_params(cell, 1, vocab, nlayers, tie):,} parameters at n = 1)")
+    if count(1) > budget:
+        raise ValueError(f"budget {budget:,} is below the smallest {what} ({count(1):,} parameters at n = 1)")
     lo, hi = 1, 2
-    while lm_params(cell, hi, vocab, nlayers, tie) <= budget:
+    while count(hi) <= budget:
         lo, hi = hi, hi * 2
     while hi - lo > 1:  # invariant: lo fits, hi does not
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if lm_params(cell, mid, vocab, nlayers, tie) <= budget else (lo, mid)
+        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
     return lo
+
+
+def hidden_for_budget(cell: str, budget, vocab: int, nlayers: int, tie: bool = False) -> int:
+    """The largest n with lm_params(...) <= budget."""
+    return largest(lambda n: lm_params(cell, n, vocab, nlayers, tie), budget, f"{cell} language model")

@@ -26,7 +26,7 @@ from fileio import atomic_write_bytes, atomic_write_text
 from .results import failure
 
 FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std", "n", "delta", "seeds", "presets",
-          "status", "params_published", "params", "params_match", "params_total", "wall_s", "git"]
+          "status", "params_published", "params", "params_match", "params_total", "wall_s", "git", "trials"]
 
 
 LOW_PRECISION = ("ppl", "bleu")  # metrics printed with 2 decimals, as the papers do
@@ -83,7 +83,8 @@ def _reproduced_text(row: dict, decimals: int) -> str:
     if row["status"] != "ok":
         return row["status"]
     text = fmt(row["mean"], decimals)
-    return (f"{text} +- {fmt(row['std'], decimals)}" if row["n"] > 1 else text) + f" (n={row['n']})"
+    trials = f", best of {row['trials']} trials" if row.get("trials") else ""
+    return (f"{text} +- {fmt(row['std'], decimals)}" if row["n"] > 1 else text) + f" (n={row['n']}{trials})"
 
 
 def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], float], records: Sequence[dict],
@@ -149,6 +150,8 @@ def compare(table: str, *, paper: str, published: Mapping[tuple[str, str, str], 
             "wall_s": statistics.fmean(walls) if (walls := [r["wall_s"] for r in group if r.get("wall_s") is not None])
             else None,
             "git": " ".join(sorted({str(r["git"]) for r in group if r.get("git")})),
+            # a study table (reproduce.study): how many trials the line's value is the best of
+            "trials": max((r["best_of"] for r in group if r.get("best_of")), default=None),
         })
     title = f"{table} — {paper} — preset {preset or 'any'}"
     _print(out, title, metric, units if acc else "", notes, places, console)

@@ -41,6 +41,10 @@ def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, sh
     """Published beside reproduced for table ``name`` at ``preset`` (``compare.compare``'s lines), printed to
     ``show`` and written to ``out_dir`` (None: not written), with the curves of every run as PNG."""
     t = cfg.table
+    if cfg.get("study"):  # a table of random searches: per cell its best trial (and that setting's re-runs)
+        from reproduce import study
+
+        records = study.best(cfg, records)
     spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
     runs, trained = records, points  # one record per trained grid point: the curves, drawn on the grid's own axes
     if spec:  # the grid's rows are cells; the table's rows and columns are the expanded ones
@@ -278,7 +282,9 @@ def add(source: Path, records_dir: Path = RECORDS) -> list[Path]:
     newest: dict[tuple, dict] = {}
     for rec in results.load_records(source):
         if rec["preset"] in SHOWN_PRESETS and rec["table"] != "single":
-            newest[(rec["table"], rec["preset"], rec["row"], rec["column"], rec["seed"])] = rec
+            # a study's trials share a seed: each trial (and each re-run) is its own record
+            newest[(rec["table"], rec["preset"], rec["row"], rec["column"], rec["seed"], rec.get("role"),
+                    rec.get("trial"), rec.get("rerun_of"))] = rec
     copied = []
     for rec in newest.values():
         src = Path(rec["_path"])

@@ -23,6 +23,7 @@ table; ``--collect`` prints it again at any time from the records the jobs wrote
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -43,8 +44,17 @@ def parse_args(argv, name: str):
                     help="run the grid as Hydra multirun jobs, one per (row, column, seed): slurm submits them to "
                          "SLURM (default preset: paper), submitit_local runs them as local processes; hydra.launcher.* "
                          "overrides configure it (hydra.launcher.partition=gpu hydra.launcher.timeout_min=720)")
+    study = ap.add_argument_group("tables made of random-search studies (reproduce/study.py)")
+    study.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="N processes on this machine (each its share of the cores), or N jobs with --launcher, "
+                            "working on the same study storage")
+    study.add_argument("--storage", metavar="URL", help="the Optuna storage: sqlite:///file.db (default: "
+                       "results/studies/<table>.db), journal:/path/file.journal, or an RDB URL")
+    study.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one of --workers' processes
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=2 cell.backend=eager")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
     if args.cells:  # `--cells lstm gru trainer.max_epochs=2`: argparse gives the overrides to --cells; a cell name
         args.overrides = [c for c in args.cells if "=" in c] + args.overrides  # never holds "=": back they go
         args.cells = [c for c in args.cells if "=" not in c] or ap.error("--cells: no cell named")
@@ -73,8 +83,18 @@ def main(name: str, argv=None) -> list[dict]:
         if not args.collect and not cfg.table.get("source"):  # what can fail before the data is read fails now
             from reproduce import train
 
-            for _, _, values in points:
-                train.check(grid.point_config(cfg, values))
+            if cfg.get("study"):
+                from reproduce import study
+
+                study.check(cfg, name, preset, args.overrides, points)
+            else:
+                for _, _, values in points:
+                    train.check(grid.point_config(cfg, values))
+    if cfg.get("study"):
+        return _study_table(name, preset, cfg, points, args, argv)
+    if args.workers > 1 or args.storage:
+        raise SystemExit(f"reproduce/{name}.py: error: --workers and --storage are for tables made of studies; "
+                         f"{name} is a grid (several copies of the script share it: see --help)")
     console.print(f"[bold]{name}[/]: preset [bold]{preset}[/] (protocol {cfg.protocol}), {args.seeds} seed(s)")
     root = Path(cfg.paths.results)
     failed = None
@@ -100,3 +120,40 @@ def main(name: str, argv=None) -> list[dict]:
     if failed:
         raise SystemExit(failed)
     return out
+
+
+def _study_table(name: str, preset: str, cfg, points, args, argv) -> list[dict]:
+    """A table whose cells are the best trials of random searches (``reproduce.study``)."""
+    import datamodules
+    from reproduce import study
+
+    rows = args.cells
+    prog = f"reproduce/{name}.py"
+    with config.usage_errors(prog), config.errors_as_messages(prog, (datamodules.DataError,), 2):
+        if args.worker is not None:  # one of the --workers processes: its trials, then back
+            import torch
+
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            study.work(name, preset, args.overrides, rows, args.storage, args.worker)
+            return []
+        if not args.collect:
+            console.print(f"[bold]{name}[/]: preset [bold]{preset}[/], {cfg.study.trials} trial(s) per cell and "
+                          f"task ({cfg.study.sampler} search), {args.workers} worker(s)")
+            if args.launcher:
+                failed = study.submit(name, preset, args.overrides, rows, args.storage, args.workers, args.launcher,
+                                      args.hydra)
+            elif args.workers > 1:
+                own = [a for a in (sys.argv[1:] if argv is None else argv)]
+                own = [a for i, a in enumerate(own) if a != "--workers" and (i == 0 or own[i - 1] != "--workers")
+                       and not a.startswith("--workers=")]
+                failed = study.run_workers(name, args.workers, own)
+            else:
+                study.work(name, preset, args.overrides, rows, args.storage)
+                failed = 0
+            if failed:
+                raise SystemExit(f"{prog}: {failed} worker(s) failed; run the same command again to continue")
+            if args.seeds > 1:
+                study.rerun_best(name, preset, args.overrides, rows, args.seeds)
+        study.summary(cfg, name, preset, args.storage, points)
+    records = results.load_records(Path(cfg.paths.results), table=name, preset=preset)
+    return report.table(cfg, name, points, records, preset, out_dir=Path(cfg.paths.results) / "tables" / preset)
