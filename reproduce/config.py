@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def experiments() -> list[str]:
 
 
 def _leaves(node, prefix: str = ""):
-    """(dotted key, value) of every leaf of a nested dict; lists are leaves."""
-    if isinstance(node, dict) and node:
+    """(dotted key, value) of every leaf of a nested dict; lists are leaves, and so is a dict with a key that Hydra's
+    override grammar cannot name (``5M``: it starts with a digit), which is then set whole."""
+    if isinstance(node, dict) and node and all(re.fullmatch(r"[A-Za-z_][\w-]*", str(k)) for k in node):
         for k, v in node.items():
             yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
     else:

@@ -55,15 +55,19 @@ class StudyError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One hyper-parameter: the config ``key`` it sets and its distribution (``kind`` of ``DISTRIBUTIONS``)."""
+    """One hyper-parameter: the config ``key`` it sets and its distribution (``kind`` of ``DISTRIBUTIONS``);
+    ``scale``: the config gets the drawn value times this (a paper's rate on our loss's units); ``also``: more keys
+    that get the same value (one dropout for all of a model's dropouts)."""
 
     key: str
     kind: str
     args: tuple
+    scale: float | None = None
+    also: tuple = ()
 
     def suggest(self, trial):
-        """The value for the run's config, drawn through ``trial`` (Optuna records the drawn variable: for
-        ``one_minus_log_uniform`` that is u, and the config gets 1 - u, e.g. Greff's momentum)."""
+        """The drawn value, through ``trial`` (Optuna records it as drawn: for ``one_minus_log_uniform`` that is u,
+        and the config gets 1 - u, e.g. Greff's momentum)."""
         a = self.args
         if self.kind == "choice":
             return trial.suggest_categorical(self.key, list(a))
@@ -72,6 +76,13 @@ class Param:
         if self.kind in ("int_uniform", "int_log_uniform"):
             return trial.suggest_int(self.key, int(a[0]), int(a[1]), log=self.kind == "int_log_uniform")
         return 1.0 - trial.suggest_float(self.key, a[0], a[1], log=True)  # one_minus_log_uniform
+
+    def draw(self, trial) -> dict:
+        """{config key: value} of this hyper-parameter for ``trial``."""
+        value = self.suggest(trial)
+        if self.scale is not None:
+            value = value * self.scale
+        return {k: value for k in (self.key, *self.also)}
 
 
 def load_space(names) -> list[Param]:
@@ -84,9 +95,12 @@ def load_space(names) -> list[Param]:
             raise StudyError(f"unknown search space {name!r}; valid: {', '.join(valid)} (conf/search/)")
         spec = yaml.safe_load(path.read_text()) or {}
         for key, dist in (spec.get("params") or {}).items():
+            dist = dict(dist) if isinstance(dist, dict) else dist
+            extra = {k: dist.pop(k) for k in ("scale", "also") if isinstance(dist, dict) and k in dist}
             if not isinstance(dist, dict) or len(dist) != 1:
                 raise StudyError(f"conf/search/{name}.yaml: {key}: give one distribution, e.g. {{choice: [1, 2]}} "
-                                 f"or {{log_uniform: [1e-6, 1e-2]}}; valid: {', '.join(DISTRIBUTIONS)}")
+                                 f"or {{log_uniform: [1e-6, 1e-2]}} (and optionally scale, also); valid: "
+                                 f"{', '.join(DISTRIBUTIONS)}")
             (kind, args), = dist.items()
             if kind not in DISTRIBUTIONS:
                 close = difflib.get_close_matches(kind, DISTRIBUTIONS, n=1)
@@ -96,19 +110,19 @@ def load_space(names) -> list[Param]:
             if not isinstance(args, list) or (kind != "choice" and len(args) != 2) or not args:
                 raise StudyError(f"conf/search/{name}.yaml: {key}: {kind} takes "
                                  + ("a list of values" if kind == "choice" else "[low, high]") + f", got {args!r}")
-            out[key] = Param(key, kind, tuple(args))
+            out[key] = Param(key, kind, tuple(args), extra.get("scale"), tuple(extra.get("also") or ()))
     return list(out.values())
 
 
 def check_space(space: list[Param], cfg: DictConfig) -> None:
     """Every hyper-parameter names a key of the run's config; an unknown one lists the valid keys at its level."""
-    for p in space:
-        parent, _, leaf = p.key.rpartition(".")
+    for key in (k for p in space for k in (p.key, *p.also)):
+        parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if not isinstance(node, DictConfig) or leaf not in node:
             valid = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
             close = difflib.get_close_matches(leaf, valid, n=1)
-            raise StudyError(f"search parameter {p.key!r} is not a key of the run's config"
+            raise StudyError(f"search parameter {key!r} is not a key of the run's config"
                              + (f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else "")
                              + (f"; valid keys under {parent or 'the root'}: {', '.join(valid)}" if valid else ""))
 
@@ -137,10 +151,13 @@ def open_storage(url: str):
 
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        # SQLite under several local workers: wait for the database lock instead of failing at once
-        kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            path = Path(url[len("sqlite:///"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # several local workers: the first creates the tables while the others wait (two at once collide), then
+            # each waits for the database lock instead of failing at once
+            with locked(Path(f"{path}.lock")):
+                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+        return optuna.storages.RDBStorage(url)
     except Exception as err:  # noqa: BLE001  (SQLAlchemy, a driver, a file system: all mean "cannot open")
         raise StudyError(f"cannot open the study storage {url!r}: {type(err).__name__}: {err}. Valid forms: "
                          "sqlite:///path/to/file.db, journal:/path/to/file.journal, or an RDB URL such as "
@@ -189,7 +206,8 @@ def column_config(name: str, preset: str, overrides, column: str) -> DictConfig:
     if spec.get("overrides"):
         cfg = config.compose(name, preset, list(spec.overrides) + list(overrides))
         spec = cfg.study.columns[column]
-    for key, value in (OmegaConf.to_container(spec.get("set") or {}, resolve=True)).items():
+    settings = spec.get("set")
+    for key, value in (OmegaConf.to_container(settings, resolve=True) if settings else {}).items():
         OmegaConf.update(cfg, key, value)
     for o in overrides:  # the command line wins over the column's settings too
         key, eq, value = o.lstrip("+").partition("=")
@@ -199,8 +217,16 @@ def column_config(name: str, preset: str, overrides, column: str) -> DictConfig:
 
 
 def space_of(cfg: DictConfig, column: str) -> list[Param]:
+    """The column's search space: ``study.search`` + the column's ``search``, less the keys of ``study.fixed`` (a
+    preset that holds some hyper-parameters at the column's ``set`` values, e.g. quick's one layer)."""
     spec = cfg.study.columns[column]
-    return load_space(list(cfg.study.search) + list(spec.get("search") or []))
+    space = load_space(list(cfg.study.search) + list(spec.get("search") or []))
+    fixed = list(cfg.study.get("fixed") or [])
+    unknown = [k for k in fixed if k not in {p.key for p in space}]
+    if unknown:
+        raise StudyError(f"study.fixed: {', '.join(unknown)} not in the search space; its keys: "
+                         f"{', '.join(p.key for p in space)}")
+    return [p for p in space if p.key not in fixed]
 
 
 def check(cfg: DictConfig, name: str, preset: str, overrides, points) -> None:
@@ -286,9 +312,7 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
     cfg = config.compose(name, preset, list(overrides))
     points = grid.grid_points(cfg, only_rows)
     url = storage_url(cfg, name, storage)
-    lock = lock_path(url, cfg, name)
-    with locked(lock):  # the first worker creates the storage's tables; the others wait for it
-        store = open_storage(url)
+    store, lock = open_storage(url), lock_path(url, cfg, name)
     budget, ran = int(cfg.study.trials), 0
     columns = {c: column_config(name, preset, overrides, c) for c in dict.fromkeys(c for _, c, _ in points)}
     for row, column, values in points:
@@ -308,7 +332,7 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
                     deepcopy=False))))
                 trial = study.ask()
                 trial.set_user_attr("worker", f"{os.getpid()} {socket.gethostname()}")
-                hp = {p.key: p.suggest(trial) for p in space}
+                hp = {k: v for p in space for k, v in p.draw(trial).items()}
                 folder = Path(trial.user_attrs.get("run_dir") or loop.run_dir(ccfg, name, row, column,
                                                                               f"{ccfg.seed}__t{trial.number}"))
                 trial.set_user_attr("run_dir", str(folder))

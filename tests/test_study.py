@@ -202,8 +202,10 @@ def test_a_killed_study_resumes_to_exactly_its_budget(workdir):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     trials = _trials(workdir)
     done = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) == 3  # exactly the budget
-    assert trials[killed.number].state.name == "FAIL" and "gone" in trials[killed.number].user_attrs["retried"]
+    states = [(t.number, t.state.name, t.user_attrs) for t in trials]
+    assert len(done) == 3, states  # exactly the budget
+    assert trials[killed.number].state.name == "FAIL", (killed.number, states)
+    assert "gone" in trials[killed.number].user_attrs["retried"], states
     retried = [t for t in done if t.user_attrs.get("first") == killed.number]
     assert len(retried) == 1 and retried[0].params == killed.params  # the same setting, in the same folder
     assert retried[0].user_attrs["run_dir"] == killed.user_attrs["run_dir"]
