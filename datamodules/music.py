@@ -15,7 +15,12 @@ each a tuple of MIDI note numbers). The two JSB sources give identical frames (t
 A split's pieces are concatenated, in the files' order, into one stream; the targets are the next frames and every
 target is scored, so the target of a piece's last frame is the next piece's first (pieces - 1 such steps per split,
 e.g. 75 of JSB's 4,601 valid steps). Per-piece evaluation (each piece from a fresh state, its first frame unscored, as
-the TCN code does) uses ``pieces(split)``. ``seed`` is accepted and unused: nothing is drawn.
+the TCN code does) uses ``pieces(split)``.
+
+``by_piece=True`` (Greff et al. 2017: "one weight update per sequence", full backpropagation through time): every
+batch is one whole piece, ``(x, y, m)`` of shape (1, T - 1, 88), the training pieces in an order drawn per epoch
+from (``seed``, the trainer's epoch), so a resumed epoch sees the same order; evaluation goes through the pieces in
+the file's order. The model starts each piece from a fresh state.
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ import pickle
 import numpy as np
 import scipy.io
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .base import EpochCounter
 from .files import DataError, fetch
-from .stream import NOTES, SPLITS, StreamData
+from .stream import NOTES, SPLITS, StreamData, _as_is
 
 DATASETS = {"jsb": "JSB Chorales", "nottingham": "Nottingham", "piano_midi": "Piano-midi.de", "musedata": "MuseData"}
 SOURCES = ("mat", "pickle")
@@ -70,14 +77,46 @@ def _checked(frames, where: str) -> np.ndarray:
     return frames.astype(np.uint8, copy=False)
 
 
+class Pieces(Dataset):
+    """The pieces of a split as whole-piece batches ``(x, y, m)``: (1, T - 1, 88) frames, y one frame on, m all True."""
+
+    def __init__(self, pieces: list[np.ndarray]):
+        self.frames = [torch.from_numpy(p.astype(np.float32)) for p in pieces if len(p) > 1]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int):
+        f = self.frames[i]
+        return f[None, :-1], f[None, 1:], torch.ones(1, len(f) - 1, dtype=torch.bool)
+
+
+class EpochShuffle(Sampler, EpochCounter):
+    """A permutation of ``n`` items per (seed, epoch): the same order whoever draws it, a resumed epoch included."""
+
+    def __init__(self, n: int, seed: int, epoch_source=None):
+        EpochCounter.__init__(self, 0, epoch_source)
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.current_epoch()]).permutation(self.n).tolist())
+
+
 class Music(StreamData):
     """One of the four polyphonic music datasets. Batches ``(x, y, m)``: float32 (B, L, 88) frames, y = x one frame
     on, m (B, L) all True; the loss is the per-note Bernoulli NLL (``frame_nll``). After ``setup``: ``pieces(split)``,
     ``streams``; ``vocab_size`` and ``symbols`` are None, ``input_size`` = ``num_outputs`` = 88."""
 
     def __init__(self, dataset: str = "jsb", source: str = "mat", batch_size: int = 20, eval_batch_size: int = 20,
-                 bptt: int = 35, data_dir=None, num_workers: int = 0, seed: int = 0, protocol: str = "holdout"):
+                 bptt: int = 35, by_piece: bool = False, data_dir=None, num_workers: int = 0, seed: int = 0,
+                 protocol: str = "holdout"):
         super().__init__(batch_size, eval_batch_size, bptt, data_dir, num_workers, seed, protocol)
+        if not isinstance(by_piece, bool):
+            raise ValueError(f"by_piece={by_piece!r}: must be True or False")
+        self.by_piece = by_piece
         if dataset not in DATASETS:
             raise ValueError(f"dataset={dataset!r}; valid: {', '.join(DATASETS)}")
         if source not in SOURCES:
@@ -125,3 +164,25 @@ class Music(StreamData):
                           for split in SPLITS)
         self.provenance = f"{DATASETS[self.dataset]} (Boulanger-Lewandowski et al. 2012, {self.source}): {sizes}"
         return out
+
+    # ---- by_piece: one whole piece per batch (Greff et al.) ----------------------------------------------------------
+    def _piece_loader(self, split: str, shuffle: bool) -> DataLoader:
+        self._ready()
+        data = Pieces(self.pieces(split))
+        order = EpochShuffle(len(data), self.seed, self._trainer_epoch) if shuffle else None
+        return DataLoader(data, batch_size=None, sampler=order, collate_fn=_as_is, num_workers=self.num_workers)
+
+    def _trainer_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._piece_loader("train", shuffle=True) if self.by_piece else super().train_dataloader()
+
+    def stream_loader(self, split: str, batch_size: int, bptt: int) -> DataLoader:
+        """As ``StreamData``'s; with ``by_piece``, the pieces of ``split`` one per batch, whatever the batch size."""
+        if self.by_piece:
+            if split not in SPLITS:
+                raise ValueError(f"split={split!r}; valid: {', '.join(SPLITS)}")
+            return self._piece_loader(split, shuffle=False)
+        return super().stream_loader(split, batch_size, bptt)

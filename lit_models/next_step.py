@@ -38,22 +38,29 @@ class NextStepNet(nn.Module):
     decoder; Jozefowicz Table 2's "Nottingham with dropout")."""
 
     def __init__(self, cell: str, *, inputs: int, outputs: int, hidden: int, layers: int = 1,
-                 target: str = "tokens", init_scale: float = 1.0, dropout: float = 0.0, backend: str = "auto"):
+                 target: str = "tokens", init_scale: float = 1.0, dropout: float = 0.0, backend: str = "auto",
+                 input_layer: bool = True, noise_std: float = 0.0):
         super().__init__()
         if target not in ("tokens", "notes"):
             raise ValueError(f"target={target!r}; valid: tokens, notes")
+        if target == "tokens" and not input_layer:
+            raise ValueError("symbols need their embedding (input_layer=True)")
         self.kwargs = dict(cell=cell, inputs=inputs, outputs=outputs, hidden=hidden, layers=layers, target=target,
-                           init_scale=init_scale, dropout=dropout, backend=backend)
-        self.target = target
+                           init_scale=init_scale, dropout=dropout, backend=backend, input_layer=input_layer,
+                           noise_std=noise_std)
+        self.target, self.noise_std = target, noise_std
         # frames enter through a linear layer, so that every cell (MUT1-2 add x_t to hidden-sized vectors) reads
-        # hidden-sized inputs, as the symbols' embedding gives them
-        self.embed = nn.Embedding(inputs, hidden) if target == "tokens" else nn.Linear(inputs, hidden)
-        self.rnns = nn.ModuleList(cells.build(cell, hidden, hidden, backend=backend, init="uniform",
-                                              init_scale=init_scale) for _ in range(layers))
+        # hidden-sized inputs, as the symbols' embedding gives them; input_layer=False: the first layer reads the 88
+        # notes itself (Greff et al.'s one hidden layer)
+        self.embed = (nn.Embedding(inputs, hidden) if target == "tokens" else
+                      nn.Linear(inputs, hidden) if input_layer else None)
+        first = hidden if input_layer else inputs
+        self.rnns = nn.ModuleList(cells.build(cell, first if i == 0 else hidden, hidden, backend=backend,
+                                              init="uniform", init_scale=init_scale) for i in range(layers))
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, outputs)
         bound = init_scale / math.sqrt(hidden)
-        for w in (self.embed.weight, self.decoder.weight):
+        for w in ([self.embed.weight] if self.embed is not None else []) + [self.decoder.weight]:
             nn.init.uniform_(w, -bound, bound)
         for b in (self.decoder.bias, getattr(self.embed, "bias", None)):
             if b is not None:
@@ -61,7 +68,9 @@ class NextStepNet(nn.Module):
 
     def forward(self, x: Tensor, hidden: list | None = None) -> tuple[Tensor, list]:
         """x: (B, L) symbols or (B, L, 88) frames -> (logits (B, L, outputs), the state of every layer)."""
-        out = self.drop(self.embed(x))
+        if self.training and self.noise_std > 0:  # Greff et al.: Gaussian noise on the inputs, in training only
+            x = x + self.noise_std * torch.randn_like(x)
+        out = self.drop(self.embed(x)) if self.embed is not None else x
         states = []
         for i, rnn in enumerate(self.rnns):
             out, state = rnn(out, None if hidden is None else hidden[i])
@@ -141,9 +150,13 @@ class NextStep(L.LightningModule):
     every epoch and every evaluation. ``schedule`` (``SearchSchedule``, ``MusicSchedule``) sets the next epoch's rate
     from each validation loss and stops the run; its state is in the checkpoints, so a resumed run agrees."""
 
-    def __init__(self, net: NextStepNet, *, lr: float, schedule=None, config: dict | None = None):
+    def __init__(self, net: NextStepNet, *, lr: float, schedule=None, carry: bool = True, config: dict | None = None,
+                 **sgd):
+        """:param carry: the state runs on from window to window (False: every batch starts from zeros, e.g. whole
+        pieces, one update per sequence); ``sgd``: further ``torch.optim.SGD`` arguments (momentum, nesterov)."""
         super().__init__()
         self.net, self.lr, self.schedule, self.config = net, lr, schedule, config or {}
+        self.carry, self.sgd = carry, sgd
         self.nonfinite: str | None = None
         self._hidden = {"train": None, "eval": None}
         self.nll = {s: MeanMetric() for s in ("train", "val", "test")}
@@ -152,7 +165,7 @@ class NextStep(L.LightningModule):
 
     def _carried(self, kind: str, x: Tensor):
         h = self._hidden[kind]
-        if h is None:
+        if h is None or not self.carry:
             return None
         first = h[0][0] if isinstance(h[0], tuple) else h[0]
         return h if first.shape[1] == len(x) else None  # a smaller last batch of another split: zeros
@@ -205,7 +218,7 @@ class NextStep(L.LightningModule):
         self._step("eval", "test", batch)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.net.parameters(), lr=self.lr)
+        return torch.optim.SGD(self.net.parameters(), lr=self.lr, **self.sgd)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["schedule"] = self.schedule.state_dict() if self.schedule is not None else None
@@ -218,9 +231,10 @@ class NextStep(L.LightningModule):
 
 
 @torch.no_grad()
-def evaluate(net: NextStepNet, loader) -> dict:
+def evaluate(net: NextStepNet, loader, carry: bool = True) -> dict:
     """``nll`` (per step) and ``acc`` (masked positions; tokens only) of ``net`` over ``loader``'s windows in order,
-    the state carried, in one pass without Lightning (the record's final numbers)."""
+    the state carried (``carry=False``: each batch from zeros), in one pass without Lightning (the record's final
+    numbers)."""
     was = net.training
     net.eval()
     device = next(net.parameters()).device
@@ -229,7 +243,8 @@ def evaluate(net: NextStepNet, loader) -> dict:
     for batch in loader:
         x, y = batch[0].to(device), batch[1].to(device)
         mask = batch[2].to(device) if len(batch) > 2 else torch.ones(y.shape[:2], dtype=torch.bool, device=device)
-        if hidden is not None and (hidden[0][0] if isinstance(hidden[0], tuple) else hidden[0]).shape[1] != len(x):
+        if not carry or (hidden is not None and
+                         (hidden[0][0] if isinstance(hidden[0], tuple) else hidden[0]).shape[1] != len(x)):
             hidden = None
         logits, hidden = net(x, hidden)
         nll += float(losses(logits, y, net.target).double().sum())

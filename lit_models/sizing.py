@@ -30,11 +30,15 @@ def lm_params(cell: str, n: int, vocab: int, nlayers: int, tie: bool = False) ->
     return vocab * n + recurrent + (0 if tie else n * vocab) + vocab
 
 
-def next_step_params(cell: str, n: int, inputs: int, outputs: int, nlayers: int, target: str = "tokens") -> int:
+def next_step_params(cell: str, n: int, inputs: int, outputs: int, nlayers: int, target: str = "tokens",
+                     input_layer: bool = True) -> int:
     """Parameters of ``lit_models.next_step.NextStepNet``: an embedding inputs*n for symbols (a linear layer
-    inputs*n + n for music's frames), the recurrent layers of n units, the decoder n*outputs + outputs."""
-    recurrent = sum(cells.num_params(cell, n, n) for _ in range(nlayers))
-    return inputs * n + (n if target == "notes" else 0) + recurrent + n * outputs + outputs
+    inputs*n + n for music's frames, none with ``input_layer=False``), the recurrent layers of n units, the decoder
+    n*outputs + outputs."""
+    first = n if input_layer else inputs
+    recurrent = sum(cells.num_params(cell, first if i == 0 else n, n) for i in range(nlayers))
+    front = (inputs * n + (n if target == "notes" else 0)) if input_layer else 0
+    return front + recurrent + n * outputs + outputs
 
 
 def largest(count, budget, what: str) -> int:

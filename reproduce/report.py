@@ -23,7 +23,7 @@ from rich.console import Console
 
 import cells
 from fileio import atomic_write_text
-from reproduce import compare, config, grid, kinds, results, stats
+from reproduce import compare, config, grid, kinds, results, stats, study
 from reproduce.console import console
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +42,6 @@ def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, sh
     ``show`` and written to ``out_dir`` (None: not written), with the curves of every run as PNG."""
     t = cfg.table
     if cfg.get("study"):  # a table of random searches: per cell its best trial (and that setting's re-runs)
-        from reproduce import study
-
         records = study.best(cfg, records)
     spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
     runs, trained = records, points  # one record per trained grid point: the curves, drawn on the grid's own axes
@@ -153,9 +151,12 @@ def _quiet() -> Console:
 def scripts() -> dict[str, list[str]]:
     """{paper: [table names with a script in reproduce/]}, tables in number order."""
     out: dict[str, list[str]] = {p: [] for p in PAPERS}
-    for path in sorted((REPO / "reproduce").glob("table*_*.py")):
-        paper = path.stem.rsplit("_", 1)[1]
-        out.setdefault(paper, []).append(path.stem)
+    experiments = set(config.experiments())
+    for path in sorted((REPO / "reproduce").glob("*_*.py")):
+        # the tables, and the figures made from a study of their own (an experiment config of that name)
+        if path.stem.startswith("table") or (path.stem.startswith("fig_") and path.stem in experiments):
+            paper = path.stem.rsplit("_", 1)[1]
+            out.setdefault(paper, []).append(path.stem)
     return out
 
 
@@ -208,6 +209,12 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
         tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
         lines += (["Claims:", "", *claims_table(tested), ""] if tested else [])
+        for what in cfg.table.get("analysis") or []:  # a study's further report (Greff et al.'s: reproduce/odyssey.py)
+            from reproduce import odyssey
+
+            ccfg = study.column_config(name, preset, [], next(iter(cfg.study.columns)))
+            lines += [f"`python reproduce/fig_{what}_{cfg.table.paper}.py --preset {preset} --collect`:", "",
+                      *odyssey.analyse(ccfg, recs, None, importance=what == "importance"), ""]
     return lines, status
 
 

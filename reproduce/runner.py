@@ -74,7 +74,9 @@ def params_table(name: str, argv=None) -> list[dict]:
     return report.params_table(name, out_dir=Path("results") / "tables")
 
 
-def main(name: str, argv=None) -> list[dict]:
+def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
+    """Run table ``name`` (its grid, or its studies), then print it; ``analysis``: a study's further report after the
+    table (``variants`` or ``importance``: Greff et al.'s, ``reproduce.odyssey``)."""
     args = parse_args(sys.argv[1:] if argv is None else argv, name)
     preset = args.preset or config.default_preset(args.launcher)
     with config.usage_errors(f"reproduce/{name}.py"):  # a mistake in what was asked: its message, exit 2
@@ -91,7 +93,7 @@ def main(name: str, argv=None) -> list[dict]:
                 for _, _, values in points:
                     train.check(grid.point_config(cfg, values))
     if cfg.get("study"):
-        return _study_table(name, preset, cfg, points, args, argv)
+        return _study_table(name, preset, cfg, points, args, argv, analysis)
     if args.workers > 1 or args.storage:
         raise SystemExit(f"reproduce/{name}.py: error: --workers and --storage are for tables made of studies; "
                          f"{name} is a grid (several copies of the script share it: see --help)")
@@ -122,7 +124,7 @@ def main(name: str, argv=None) -> list[dict]:
     return out
 
 
-def _study_table(name: str, preset: str, cfg, points, args, argv) -> list[dict]:
+def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str | None = None) -> list[dict]:
     """A table whose cells are the best trials of random searches (``reproduce.study``)."""
     import datamodules
     from reproduce import study
@@ -156,4 +158,15 @@ def _study_table(name: str, preset: str, cfg, points, args, argv) -> list[dict]:
                 study.rerun_best(name, preset, args.overrides, rows, args.seeds)
         study.summary(cfg, name, preset, args.storage, points)
     records = results.load_records(Path(cfg.paths.results), table=name, preset=preset)
-    return report.table(cfg, name, points, records, preset, out_dir=Path(cfg.paths.results) / "tables" / preset)
+    out_dir = Path(cfg.paths.results) / "tables" / preset
+    out = report.table(cfg, name, points, records, preset, out_dir=out_dir)
+    if analysis:
+        from fileio import atomic_write_text
+        from reproduce import odyssey
+
+        lines = odyssey.analyse(study.column_config(name, preset, args.overrides, next(iter(cfg.study.columns))),
+                                records, out_dir, importance=analysis == "importance")
+        path = atomic_write_text(out_dir / f"{name}.{analysis}.md", "\n".join(lines) + "\n")
+        console.print("\n".join(lines), markup=False)
+        console.print(f"written: {path} (figures beside it)")
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from lit_models.next_step import NextStep, NextStepNet, evaluate, load_net, schedule
@@ -23,14 +24,15 @@ def sizes(cfg: DictConfig, dm) -> dict:
     target = "notes" if getattr(dm, "target", "tokens") == "notes" else "tokens"
     inputs = dm.input_size if target == "notes" else dm.vocab_size
     outputs = 88 if target == "notes" else dm.vocab_size
-    hidden = net.hidden
+    hidden, front = net.hidden, net.get("input_layer", True)
     if net.param_budget is not None:
-        hidden = largest(lambda n: next_step_params(cfg.cell.name, n, inputs, outputs, net.layers, target),
+        hidden = largest(lambda n: next_step_params(cfg.cell.name, n, inputs, outputs, net.layers, target, front),
                          net.param_budget, f"{cfg.cell.name} model for {cfg.task.name}")
     if hidden is None:
         raise ValueError("task.net: set hidden (units) or param_budget (e.g. 250K)")
     return dict(cell=cfg.cell.name, inputs=inputs, outputs=outputs, hidden=int(hidden), layers=net.layers,
-                target=target, init_scale=net.init_scale, dropout=net.dropout, backend=cfg.cell.backend)
+                target=target, init_scale=net.init_scale, dropout=net.dropout, backend=cfg.cell.backend,
+                input_layer=front, noise_std=float(net.get("noise_std", 0.0)))
 
 
 @register_kind("next_step")
@@ -41,11 +43,20 @@ class NextStepKind(TaskKind):
     def check(self, cfg: DictConfig) -> None:
         o = cfg.optim
         if o.name != "sgd" or o.schedule != "none" or o.eta0 is not None:
-            raise ValueError(f"next-step tasks train with plain SGD (optim=sgd; task.schedule picks the schedule: "
-                             f"search, music, none), got optim.name={o.name!r}, schedule={o.schedule!r}")
+            raise ValueError(f"next-step tasks train with SGD (optim=sgd, optim.kwargs for momentum and nesterov; "
+                             f"task.schedule picks the schedule: search, music, none), got optim.name={o.name!r}, "
+                             f"schedule={o.schedule!r}")
+        unknown = sorted(set(o.kwargs) - {"momentum", "nesterov"})
+        if unknown:
+            raise ValueError(f"optim.kwargs: {', '.join(unknown)}; valid for next-step tasks: momentum, nesterov")
         schedule(cfg.task.schedule, 1.0)  # an unknown schedule lists the valid ones
         if cfg.task.monitor not in ("val/acc", "val/nll"):
             raise ValueError(f"task.monitor={cfg.task.monitor!r}; valid: val/acc, val/nll")
+
+    @staticmethod
+    def carry(dm) -> bool:
+        """The state runs on across batches of a stream; whole pieces (``by_piece``) each start from zeros."""
+        return not getattr(dm, "by_piece", False)
 
     def build_net(self, cfg: DictConfig, dm) -> NextStepNet:
         return NextStepNet(**sizes(cfg, dm))
@@ -57,10 +68,13 @@ class NextStepKind(TaskKind):
         self.check(cfg)
         net = self.build_net(cfg, dm)
         module = NextStep(net, lr=cfg.optim.lr, schedule=schedule(cfg.task.schedule, cfg.optim.lr),
-                          config=OmegaConf.to_container(cfg, resolve=True))
+                          carry=self.carry(dm), config=OmegaConf.to_container(cfg, resolve=True),
+                          **OmegaConf.to_container(cfg.optim.kwargs, resolve=True))
         mode = "max" if cfg.task.monitor.endswith("acc") else "min"
+        patience = cfg.task.get("patience")  # early stopping (Greff et al.); None: the schedule or the epochs end it
+        stop = [L.pytorch.callbacks.EarlyStopping(cfg.task.monitor, mode=mode, patience=patience)] if patience else []
         _, curves = kit.fit(cfg, module, run_dir, dm.train_dataloader(), dm.val_dataloader(),
-                            monitor=cfg.task.monitor, mode=mode, logger=logger, datamodule=dm)
+                            monitor=cfg.task.monitor, mode=mode, logger=logger, datamodule=dm, callbacks=stop)
         return kit.Trained(net, curves.as_columns(), logger, module.nonfinite,
                            {"best": curves.best(cfg.task.monitor, mode=mode), "epochs": len(curves.rows)})
 
@@ -69,7 +83,7 @@ class NextStepKind(TaskKind):
         net = load_net(best, kit.eval_device(cfg)) if best.exists() else trained.net
         metrics = {"best_epoch": trained.state["best"].get("epoch"), "epochs": trained.state["epochs"]}
         for split, key in (("valid", "val"), ("test", "test")):
-            out = evaluate(net, dm.stream_loader(split, d.eval_batch_size, d.bptt))
+            out = evaluate(net, dm.stream_loader(split, d.eval_batch_size, d.bptt), carry=self.carry(dm))
             metrics[f"{key}/nll"], metrics[f"{key}/acc"] = out["nll"], out["acc"]
         return metrics, {"params_total": sum(p.numel() for p in net.parameters()), "hidden": net.kwargs["hidden"]}
 
