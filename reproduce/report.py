@@ -92,6 +92,8 @@ def claims(cfg, name: str, records, preset: str, pairs) -> list[dict]:
     if not spec:
         return []
     t, valid = cfg.table, set(pairs)
+    if cfg.get("study") and any(r.get("role") == "trial" and "best_of" not in r for r in records):
+        records = study.best(cfg, records)  # a study's cells: its best settings (over their seeds)
     for c in spec:
         for side in ("better", "worse"):
             where = (c[side]["row"], c[side]["column"])
@@ -195,7 +197,9 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
         status[preset] = (len({(r["row"], r["column"]) for r in recs}), len(points))
         metric = cfg.table.metric
         decimals = compare.decimals(metric)
-        walls = [r["wall_s"] for r in compare.select(name, recs, preset) if r.get("wall_s") is not None]
+        # a study's wall time is that of all its trials; a grid's, that of the newest run of each point and seed
+        ran_all = [r for r in recs if r.get("role")] if cfg.get("study") else compare.select(name, recs, preset)
+        walls = [r["wall_s"] for r in ran_all if r.get("wall_s") is not None]
         gits = sorted({str(r.get("git")) for r in recs})
         command = f"python reproduce/{name}.py --preset {preset}" + (f" --seeds {seeds}" if seeds > 1 else "")
         lines += [f"#### `{preset}` preset", "",
