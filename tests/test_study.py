@@ -3,6 +3,7 @@
 best trial, the schedules' rates on constructed validation curves."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -211,3 +212,19 @@ def test_a_killed_study_resumes_to_exactly_its_budget(workdir):
     assert retried[0].user_attrs["run_dir"] == killed.user_attrs["run_dir"]
     assert sorted(r["trial"] for r in _records(workdir)) == sorted({t.user_attrs.get("first", t.number) for t in done})
     assert math.isfinite(done[0].value)
+
+
+def test_seeds_rerun_each_cells_best_setting_and_the_table_averages_them(workdir):
+    out = subprocess.run([sys.executable, str(SCRIPT), *ONE, "study.trials=2", "--seeds", "2"], cwd=workdir,
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    recs = results.load_records(workdir / "results", table="table1_jozefowicz", preset="smoke")
+    trials = [r for r in recs if r["role"] == "trial"]
+    reruns = [r for r in recs if r["role"] == "rerun"]
+    best = max(trials, key=lambda r: r["metrics"]["val/acc"])
+    assert len(trials) == 2 and len(reruns) == 1
+    assert reruns[0]["rerun_of"] == best["trial"] and reruns[0]["seed"] == best["seed"] + 1
+    assert reruns[0]["hparams"] == best["hparams"]
+    with open(workdir / "results" / "tables" / "smoke" / "table1_jozefowicz.csv") as fh:
+        line = next(r for r in csv.DictReader(fh) if (r["row"], r["column"]) == ("lstm", "Arith"))
+    assert (line["n"], line["trials"]) == ("2", "2")  # the mean of the best setting's 2 seeds, best of 2 trials
