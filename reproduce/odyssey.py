@@ -102,7 +102,12 @@ def box_plot(all_values: dict, top_values: dict, sets: dict, path: Path, title: 
                         line.set(color="tab:blue", linewidth=2.5)
         ax.set_xticks(range(1, len(names) + 1), [SHORT.get(v, v) for v in names])
         ax.set_ylabel("test NLL per frame")
-        ax.set_title(f"{title}: {name}")
+        flat = sorted(x for d in data for x in d)
+        cap = flat[int(0.9 * (len(flat) - 1))] if flat else None
+        clipped = bool(flat) and flat[-1] > 2 * cap  # a few diverged trials would flatten every box
+        if clipped:
+            ax.set_ylim(flat[0] - 0.05 * (cap - flat[0]), cap * 1.05)
+        ax.set_title(f"{title}: {name}" + (" (axis clipped at the 90th percentile)" if clipped else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -136,14 +141,19 @@ def importances(recs: list[dict], space, report: str, seed: int = 0) -> dict:
     """fANOVA over ``recs`` (test NLL as the target): {"single": {key: share of the variance, normalised to sum 1},
     "raw": {key: share, not normalised}, "interactions": 1 - the raw shares' sum (what no single hyper-parameter
     explains: interactions and noise)}."""
+    import warnings
+
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" line
     s = optuna.create_study(direction="minimize")
     s.add_trials(_frozen(recs, space, report))
     ev = optuna.importance.FanovaImportanceEvaluator(seed=seed)
     single = optuna.importance.get_param_importances(s, evaluator=ev)
-    raw = optuna.importance.get_param_importances(s, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
-                                                  normalize=False)
+    with warnings.catch_warnings():  # normalize=False is "experimental" in Optuna 4-5; the raw shares are the point
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        raw = optuna.importance.get_param_importances(
+            s, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), normalize=False)
     return {"single": dict(single), "raw": dict(raw), "interactions": max(0.0, 1.0 - sum(raw.values()))}
 
 
