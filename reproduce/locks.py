@@ -17,7 +17,9 @@ class RunBusy(RuntimeError):
     """Another live process trains in this run folder."""
 
 
-def _alive(holder: str) -> bool:
+def alive(holder: str) -> bool:
+    """The process "<pid> <host>" still runs (a run lock's holder, a study trial's worker); another host's cannot be
+    probed and counts as alive."""
     pid, _, host = holder.partition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another machine's process (or a lock being written): cannot tell, so it holds
@@ -46,7 +48,7 @@ def run_lock(run_dir: Path):
         except FileExistsError:
             with contextlib.suppress(FileNotFoundError):
                 holder = path.read_text()
-                if _alive(holder):
+                if alive(holder):
                     raise RunBusy(f"{run_dir} is in use by process {holder or '(starting)'}; if that process is "
                                   f"gone, delete {path}") from None
                 if path.read_text() == holder:  # still the dead one's: take it over (then O_EXCL decides again)

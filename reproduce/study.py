@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reproduce import config, results
 from reproduce.console import console
+from reproduce.locks import alive
 
 SEARCH_DIR = config.CONF / "search"
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int_uniform", "int_log_uniform", "one_minus_log_uniform")
@@ -246,20 +247,6 @@ def check(cfg: DictConfig, name: str, preset: str, overrides, points) -> None:
                 train.check(grid.point_config(ccfg, values))
 
 
-def _alive(worker: str | None) -> bool:
-    """A trial's worker ("<pid> <host>") still runs; another host's cannot be probed and counts as alive."""
-    pid, _, host = (worker or "").partition(" ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def retry(study, trial, why: str) -> None:
     """Give up ``trial`` (killed, interrupted) and enqueue its hyper-parameters again with its run folder, where the
     retry resumes from ``last.ckpt``."""
@@ -279,7 +266,7 @@ def reap(study) -> int:
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if "worker" in t.user_attrs and not _alive(t.user_attrs["worker"]):
+        if "worker" in t.user_attrs and not alive(t.user_attrs["worker"]):
             retry(study, t, f"worker {t.user_attrs['worker']} is gone")
             n += 1
     return n
