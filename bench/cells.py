@@ -12,9 +12,9 @@ kernels match an earlier one's, e.g. lstm1 after lstm, compiles much faster); co
 time / compiled time). * marks a ratio whose repeats spread over 1.3x (max/min): a busy machine, rerun it. A
 backend that raises shows "err" and the run goes on.
 
-Targets (the issue's, for a 2-core CPU), checked per row in "met" ("?": a needed backend was not run): a cell with a
-fused form (``cudnn`` backend) runs it within 1.15x of nn.LSTM; every other cell's ``compiled`` is within 2.5x of
-nn.LSTM and, at T=784, at least 4x faster than its eager loop; lstm_c6 is faster than nn.LSTM. mut1 and mut2 need
+Targets (issue 15's, for a 2-core CPU), checked per row in "met" ("?": a needed backend was not run): a cell with a
+fused form (``cudnn`` backend) runs it within 1.15x of nn.LSTM; every other cell's ``compiled`` is within 2x of
+nn.LSTM with at most 30 s of cold compile; lstm_c6 is faster than nn.LSTM. mut1 and mut2 need
 m == n: at a shape with m != n they run with m = n (marked "m=n"), against an nn.LSTM(n, n).
 
     python -m bench.cells                   # every cell, the four shapes of the issue (hours: eager loops, compiles)
@@ -42,11 +42,10 @@ from rich.table import Table
 from torch import nn
 
 import cells
-from cells import backends
 
 SHAPES = [(784, 32, 1, 100), (28, 32, 28, 50), (80, 32, 128, 128), (1000, 32, 128, 128)]  # (T, B, m, n)
 QUICK_SHAPES, QUICK_CELLS = [(28, 32, 28, 50)], ["lstm", "gru", "lstm_c6"]
-FUSED_MAX, COMPILED_MAX, SPEEDUP_MIN, SPEEDUP_AT_T = 1.15, 2.5, 4.0, 784
+FUSED_MAX, COMPILED_MAX, COMPILE_MAX_S = 1.15, 2.0, 30.0
 NOISY = 1.3  # max/min of a measurement's repeats above which its ratio is marked *
 BACKENDS = ("eager", "compiled", "cudnn")
 COLUMNS = ["shape (T,B,m,n)", "cell", "nn.LSTM ms", "eager x", "compiled x", "cudnn x", "compile s",
@@ -109,9 +108,8 @@ def targets(name: str, T: int, r: dict) -> tuple[str, bool | None]:
     if "cudnn" in cells.get(name).exact_backends():
         checks = [(f"cudnn<={FUSED_MAX}x", r.get("cudnn"), lambda v: v <= FUSED_MAX)]
     else:
-        checks = [(f"compiled<={COMPILED_MAX}x", r.get("compiled"), lambda v: v <= COMPILED_MAX)]
-        if T == SPEEDUP_AT_T:
-            checks.append((f">={SPEEDUP_MIN:g}x eager", r.get("speedup"), lambda v: v >= SPEEDUP_MIN))
+        checks = [(f"compiled<={COMPILED_MAX}x", r.get("compiled"), lambda v: v <= COMPILED_MAX),
+                  (f"compile<={COMPILE_MAX_S:g}s", r.get("compile"), lambda v: v <= COMPILE_MAX_S)]
     if name == "lstm_c6":
         checks.append(("<1x nn.LSTM", min((r[b] for b in BACKENDS if b in r), default=None), lambda v: v < 1.0))
     met = None if any(v is None for _, v, _ in checks) else all(ok(v) for _, v, ok in checks)
@@ -152,7 +150,7 @@ def main(argv=None) -> None:
     cpu = f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
     header = (f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}, "
               f"{torch.get_num_threads()} threads, {datetime.datetime.now():%Y-%m-%d %H:%M}, float32, fwd+bwd "
-              f"median of {repeats}, compiled chunk {backends.CHUNK} steps, "
+              f"median of {repeats}, compiled = one-step graphs in a sequence-level autograd Function, "
               f"{'warm' if args.cache else 'cold'} compile, "
               f"{'eval' if args.eval else 'train'} mode")
     console = Console(width=max(Console().width, 160))

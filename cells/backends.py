@@ -3,23 +3,24 @@
 - ``eager``: the plain loop over ``cell.step``; the reference every other backend is tested against.
 - ``fused``: PyTorch's fused LSTM / tanh-RNN kernel (cuDNN on a GPU, its own CPU kernel elsewhere) with weights the
   cell builds differentiably from its own parameters (``cell.fused``): exact, not an approximation.
-- ``compiled``: the same loop cut into chunks of ``CHUNK`` steps, each chunk one ``torch.compile`` graph, so the
-  compile time does not grow with T and every chunk reuses the one compiled graph.
+- ``compiled``: the same loop as a sequence-level autograd Function whose forward step and backward step (the step's
+  vector-Jacobian product) are each one small ``torch.compile`` graph with a symbolic batch size: seconds of compile
+  per cell, whatever T and B, cached on disk across processes.
 
 Each takes x (B, T, m') already extended by the cell's extra inputs, a state tuple of (B, n) tensors and ``valid``,
 a (B, T) bool mask of real steps or None, and returns (output (B, T, n), state tuple, gates list or None).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
 import torch
+import torch.fx.experimental._config
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-CHUNK = int(os.environ.get("GATEZOO_CHUNK", 16))  # steps per compiled graph
 
 
 def _keep(valid_t: Tensor | None, new: tuple, old: tuple) -> tuple:
@@ -46,17 +47,173 @@ def eager(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: Ten
     return out, state, (gate_seq if gates else None)
 
 
-def _chunk(cell, a: Tensor, state: tuple, valid: Tensor, R: dict):
-    """CHUNK steps of the loop; compiled once per (cell class, shapes) and reused for every chunk."""
-    outs = []
-    for t, a_t in enumerate(a.unbind(1)):
-        new, _ = cell.step(a_t, state, R)
-        state = _keep(valid[:, t, None], new, state)
-        outs.append(state[0])
-    return torch.stack(outs, 1), state
+# ---- compiled: a sequence-level autograd Function around two small compiled graphs ---------------------------------
+# torch.compile of the unrolled loop (the old backend: one graph per 16 steps) took 19-184 s per cell and shape, and
+# compile time of unrolled RNN loops grows with their length (a known weak spot upstream). Here only ONE time step is
+# compiled, twice: its forward (no autograd) and its vector-Jacobian product (torch.func.vjp: the step recomputed and
+# differentiated, so nothing per cell is written by hand and ``cell.step`` stays the one definition of the math).
+# Inductor fuses each step's element-wise work into one kernel around the matrix products. The batch size is
+# symbolic (dynamic=True) and T never enters a graph, so a cell compiles once per (class, options, hidden size,
+# dtype, device): never again within a table, and a fresh process finds the kernels in inductor's on-disk cache
+# (TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_<user>). The input projection of all steps (one matrix
+# product, outside), the recurrent loop, and the weight gradients summed inside the compiled backward step.
+
+def _fresh(x: Tensor) -> Tensor:
+    """x as a plain contiguous tensor at storage offset 0, detached: dynamo guards on a Parameter, on a view's base,
+    on requires_grad and on storage offsets, and would compile again between the first state (a view of the layer's
+    state) and the next ones (the graph's own outputs), or between training and evaluation."""
+    x = x.detach()
+    if x.storage_offset() == 0 and x.stride() == torch.empty(x.shape, device="meta").stride():
+        return x
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x)  # canonical strides, size-1 dims too
 
 
-_compiled_chunk = None
+def _unbacked_t(x: Tensor) -> Tensor:
+    """Mark the time dimension as a size the graph must not specialise on: T = 1 (a decoder's single steps) would
+    otherwise compile a graph of its own."""
+    torch._dynamo.decorators.mark_unbacked(x, 0)
+    return x
+
+
+def _at(x: Tensor, t: Tensor) -> Tensor:
+    return x.index_select(0, t).squeeze(0)
+
+
+def _call(cell, names: tuple, P: tuple, a_t: Tensor, state: tuple, keys: tuple, R: tuple):
+    """``cell.step`` with the parameters it reads itself (Greff's peepholes: ``names``) replaced by ``P``, so that
+    their gradients come out of the vector-Jacobian product like those of R."""
+    return torch.func.functional_call(cell, dict(zip(names, P)), (a_t, state, dict(zip(keys, R))))[0]
+
+
+def _step(cell, names, keys, a: Tensor, valid: Tensor, c: Tensor, state: tuple, P: tuple, R: tuple):
+    """Steps cK .. cK + K - 1 of the loop with padding kept (what ``eager`` does per t) -> their K states. R holds
+    the matrices named by ``keys``. The whole (T, B, k) input and a (1,) chunk index come in, not a slice: a slice's
+    storage offset would be guarded on and recompile the graph for t = 0, 1 and the rest."""
+    out = []
+    for k in range(STEPS):
+        t = c * STEPS + k
+        state = _keep(_at(valid, t), _call(cell, names, P, _at(a, t), state, keys, R), state)
+        out.append(state)
+    return tuple(out)
+
+
+def _step_vjp(cell, names, keys, a, valid, c, states: tuple, P, R, g_state, g_out, g_W):
+    """Gradients of steps cK + K - 1 down to cK: (dL/da_t of each, dL/dstate_cK, g_W + dL/d(P, R)) from the gradient
+    of the chunk's last state plus the gradients reaching each h_t from the output. Each step is recomputed from its
+    saved state (saving only the states keeps memory at one (T + 1, B, n) tensor per state tensor) and
+    differentiated by torch.func.vjp."""
+    g_a = []
+    for k in reversed(range(STEPS)):
+        t = c * STEPS + k
+        g_state = (g_state[0] + _at(g_out, t),) + tuple(g_state[1:])
+        state, valid_t = tuple(_at(s, t) for s in states), _at(valid, t)
+        _, vjp = torch.func.vjp(lambda a_t, s, p, r: _keep(valid_t, _call(cell, names, p, a_t, s, keys, r), s),
+                                _at(a, t), state, P, R)
+        g_a_t, g_state, g_p, g_r = vjp(g_state)
+        g_W = tuple(acc + g for acc, g in zip(g_W, g_p + g_r))
+        g_a.append(g_a_t)
+    return tuple(g_a[::-1]), g_state, g_W
+
+
+def step_params(cell, a: Tensor, state: tuple, R: dict) -> tuple:
+    """The names of the parameters ``cell.step`` reads itself (not through R), found once per cell by one step at
+    batch 1 under autograd: the peepholes of Greff's variants; none for most cells."""
+    if getattr(cell, "_step_params", None) is None:
+        with torch.enable_grad():
+            params = dict(cell.named_parameters(recurse=False))
+            new, _ = cell.step(a[:1].detach(), tuple(s[:1].detach() for s in state),
+                               {k: v.detach() for k, v in R.items()})
+            total = sum(s.sum() for s in new)
+            trainable = {k: p for k, p in params.items() if p.requires_grad}
+            grads = torch.autograd.grad(total, list(trainable.values()), allow_unused=True) \
+                if total.requires_grad and trainable else [None] * len(trainable)
+        cell._step_params = tuple(name for name, g in zip(trainable, grads) if g is not None)
+    return cell._step_params
+
+
+OPTIONS = {"cpp_wrapper": os.environ.get("GATEZOO_CPP_WRAPPER", "0") == "1"}
+STEPS = int(os.environ.get("GATEZOO_STEPS", 2))  # time steps per compiled graph call (compile time grows with it)
+_graphs: dict = {}
+_index: list = []
+
+
+def _compiled(fn):
+    if fn not in _graphs:
+        # one graph pair per (cell class, options, sizes): far more than dynamo's default of 8 in a zoo of 26 cells
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
+        _graphs[fn] = torch.compile(fn, dynamic=True, options=OPTIONS)
+    return _graphs[fn]
+
+
+@contextlib.contextmanager
+def _loop():
+    """Around a loop of compiled steps. The cell is an argument, so dynamo guards on every parameter it holds, even
+    those the step never reads (W of the input projection: another input size in the next layer would compile
+    again): not static. Duck sizing would guard on sizes that happen to be equal (B == T): off."""
+    with torch._dynamo.config.patch(force_parameter_static_shapes=False), \
+            torch.fx.experimental._config.patch(use_duck_shape=False):
+        yield
+
+
+def _unguarded():
+    """After the first step of a loop has passed dynamo's guards, the other T - 1 calls have the same cell, the same
+    kinds, shapes and strides of tensors (only the index tensor's value differs), so checking the guards again (50 us
+    a call, as much as the step itself at small sizes) is skipped."""
+    return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+
+
+def _steps(T: int, device) -> list:
+    """(1,) index tensors 0..T-1 (separate tensors, not views of one arange: no storage offsets)."""
+    while len(_index) < T:
+        _index.append(torch.tensor([len(_index)]))
+    return [t.to(device) for t in _index[:T]] if device.type != "cpu" else _index[:T]
+
+
+class _Scan(torch.autograd.Function):
+    """The loop over T of compiled steps, forward and backward. Inputs: a (T, B, k) and valid (T, B, 1) time-major,
+    then the state tensors, then R."""
+
+    @staticmethod
+    def forward(ctx, cell, names, keys, a, valid, n_state, *flat):
+        a, valid, flat = _unbacked_t(_fresh(a)), _unbacked_t(valid), tuple(_fresh(f) for f in flat)
+        state, P, R = flat[:n_state], flat[n_state:n_state + len(names)], flat[n_state + len(names):]
+        step = _compiled(_step)
+        seq = [state]
+        first, *rest = _steps(a.shape[0] // STEPS, a.device)
+        with torch.no_grad(), _loop():
+            seq += step(cell, names, keys, a, valid, first, seq[-1], P, R)
+            with _unguarded():
+                for c in rest:
+                    seq += step(cell, names, keys, a, valid, c, seq[-1], P, R)
+        states = tuple(torch.stack(s) for s in zip(*seq))  # (T + 1, B, n) per state tensor
+        ctx.cell, ctx.names, ctx.keys, ctx.n_state = cell, names, keys, n_state
+        ctx.save_for_backward(a, valid, *states, *P, *R)
+        ctx.mark_non_differentiable(valid)
+        return (states[0][1:],) + tuple(s[-1] for s in states)  # the outputs h_1..h_T, then the final state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out, *g_final):
+        a, valid, *rest = ctx.saved_tensors
+        n, k = ctx.n_state, len(ctx.names)
+        states, P, R = tuple(rest[:n]), tuple(rest[n:n + k]), tuple(rest[n + k:])
+        vjp = _compiled(_step_vjp)
+        g_state = tuple(torch.zeros_like(s[0]) if g is None else _fresh(g) for g, s in zip(g_final, states))
+        g_out = _unbacked_t(torch.zeros_like(states[0][1:]) if g_out is None else _fresh(g_out))
+        g_W = tuple(torch.zeros_like(w) for w in P + R)
+        g_a = []
+        last, *rest = reversed(_steps(a.shape[0] // STEPS, a.device))
+        args = ctx.cell, ctx.names, ctx.keys, a, valid
+        with _loop():
+            g_a_c, g_state, g_W = vjp(*args, last, states, P, R, g_state, g_out, g_W)
+            g_a.append(g_a_c)
+            with _unguarded():
+                for c in rest:
+                    g_a_c, g_state, g_W = vjp(*args, c, states, P, R, g_state, g_out, g_W)
+                    g_a.append(g_a_c)
+        g_a = torch.stack([g for chunk in g_a[::-1] for g in chunk])
+        return (None, None, None, g_a, None, None) + tuple(g_state) + g_W
 
 
 def compile_available() -> bool:
@@ -67,28 +224,19 @@ def compile_available() -> bool:
 
 
 def compiled(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: Tensor, R: dict):
-    global _compiled_chunk
-    if _compiled_chunk is None:
-        # one graph per (cell class, shapes, train/eval): far more than dynamo's default of 8 in a zoo of 26 cells
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
-        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
-        # dynamic=None: the first batch size is compiled static; a second one (an epoch's short last batch, a
-        # different eval batch) recompiles once with a symbolic batch size instead of once per size
-        _compiled_chunk = torch.compile(_chunk, dynamic=None)
     B, T, _ = x.shape
-    K = min(CHUNK, T)
-    pad = (-T) % K  # pad T to a multiple of K with invalid steps, so every chunk has the one compiled shape
-    a = F.linear(x, W, b)
+    keys = tuple(sorted(R))
+    a = F.linear(x.transpose(0, 1), W, b)  # (T, B, k): all steps' input part in one matrix product
     if valid is None:
         valid = torch.ones(B, T, dtype=torch.bool, device=x.device)
+    valid = _fresh(valid.t()[..., None])  # (T, B, 1)
+    pad = (-T) % STEPS  # T padded to whole chunks with invalid steps (the state passes them unchanged)
     if pad:
-        a = F.pad(a, (0, 0, 0, pad))
-        valid = F.pad(valid, (0, pad), value=False)
-    outs = []
-    for a_k, valid_k in zip(a.split(K, 1), valid.split(K, 1)):  # split, not slices: one backward concatenation
-        out, state = _compiled_chunk(cell, a_k, state, valid_k, R)
-        outs.append(out)
-    return torch.cat(outs, 1)[:, :T], state, None
+        a, valid = F.pad(a, (0, 0, 0, 0, 0, pad)), F.pad(valid, (0, 0, 0, 0, 0, pad), value=False)
+    names = step_params(cell, a[0], state, R)
+    P = tuple(getattr(cell, name) for name in names)
+    out, *final = _Scan.apply(cell, names, keys, a, valid, len(state), *state, *P, *(R[k] for k in keys))
+    return out[:T].transpose(0, 1), tuple(final), None
 
 
 def fused(fz, x: Tensor, state: tuple, lengths: Tensor | None):

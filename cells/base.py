@@ -242,6 +242,10 @@ class Cell(nn.Module):
     def step(self, a: Tensor, state: tuple[Tensor, ...], R: dict[str, Tensor]):
         raise NotImplementedError
 
+    def forward(self, a: Tensor, state: tuple[Tensor, ...], R: dict[str, Tensor]):
+        """``step``: what ``torch.func.functional_call`` calls (the compiled backend differentiates a step that way)."""
+        return self.step(a, state, R)
+
     def fused(self, W: Tensor, b: Tensor, R: dict[str, Tensor]) -> Fused | None:
         """Exact weights of the fused kernel, built differentiably from the parameters; None where impossible."""
         return None

@@ -4,7 +4,8 @@ G2-LSTM pushes the input and forget gates towards 0/1 with the Gumbel-sigmoid (s
     G(α, τ) = σ((α + log U − log(1 − U)) / τ),   U ~ Uniform(0, 1) afresh per element and step.
 What the authors' released code does (zhuohan123/g2-lstm, language model; docs/papers-vs-code.md), followed here:
 - training: i = σ((α_i + m ⊙ ε) / τ), f likewise, with logistic noise ε = log(U + 1e-3) − log(1 + 1e-3 − U) and a
-  Bernoulli mask m ~ B(p) (option ``noise_prob``, default 0.2 as in every run of the paper), fresh every step;
+  Bernoulli mask m ~ B(p) (option ``noise_prob``, default 0.2 as in every run of the paper), fresh every step (all
+  steps' noise drawn in one call: m and U from one uniform V, m = [V < p], U = V / p);
 - evaluation: plain σ(α): no noise AND no division by τ. The output gate and g are never changed.
 The noise enters as 2n extra input columns with fixed identity weights, so the same step runs on every backend,
 including the fused kernel (rows i, f scaled by 1/τ).
@@ -65,10 +66,14 @@ class G2LSTM(LSTM):
         if not self.training:
             return None
         B, T, _ = x.shape
-        u = torch.rand(B, T, 2 * self.hidden_size, dtype=x.dtype, device=x.device)
-        eps = torch.log(u + 1e-3) - torch.log(1 + 1e-3 - u)
-        mask = torch.rand_like(u) < self.noise_prob
-        return eps * mask
+        p = self.noise_prob
+        if p == 0:
+            return x.new_zeros(B, T, 2 * self.hidden_size)
+        # one uniform draw gives both: the mask m = [v < p] and, where m = 1, U = v / p, which given v < p is again
+        # uniform on [0, 1) (and independent of m): half the random numbers and one log instead of two
+        v = torch.rand(B, T, 2 * self.hidden_size, dtype=x.dtype, device=x.device)
+        u = v / p
+        return torch.where(v < p, torch.log((u + 1e-3) / (1 + 1e-3 - u)), 0.0)
 
     def input_weights(self):
         W, b = super().input_weights()

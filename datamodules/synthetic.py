@@ -148,11 +148,11 @@ class Arith(StreamData):
 XML_VOCAB = LETTERS + "<>/\n"  # XML's 30 symbols, in id order: a-z (0-25), < (26), > (27), / (28), newline (29)
 
 
-def xml_document(rng: np.random.Generator, max_iterations: int = 50) -> str:
+def xml_document(rng: np.random.Generator, max_iterations: int = 50, max_name: int = 10) -> str:
     """One XML document, the paper's generator: starting empty, at each iteration, with probability 1/2 or once
     ``max_iterations`` (50) iterations have passed, close the most recently opened tag, or stop if none is open;
-    otherwise open a new tag whose name is 2-10 random lowercase letters (length uniform). Half the documents are
-    empty (the first iteration stops). Tags are ``<name>`` and ``</name>``, nothing between them."""
+    otherwise open a new tag whose name is 2-``max_name`` (10) random lowercase letters (length uniform). Half the
+    documents are empty (the first iteration stops). Tags are ``<name>`` and ``</name>``, nothing between them."""
     out, stack, iteration = [], [], 0
     while True:
         if iteration >= max_iterations or rng.random() < 0.5:
@@ -160,7 +160,7 @@ def xml_document(rng: np.random.Generator, max_iterations: int = 50) -> str:
                 return "".join(out)
             out.append(f"</{stack.pop()}>")
         else:
-            name = "".join(LETTERS[i] for i in rng.integers(0, 26, size=int(rng.integers(2, 11))).tolist())
+            name = "".join(LETTERS[i] for i in rng.integers(0, 26, size=int(rng.integers(2, max_name + 1))).tolist())
             stack.append(name)
             out.append(f"<{name}>")
         iteration += 1
@@ -175,15 +175,19 @@ class XML(StreamData):
     so it could not count the 50 iterations after which a document only closes tags (without a separator the stream
     would lose that information; with it the best possible predictor is well defined). Empty documents are a bare
     newline. Sizes in characters: documents are generated until the split has at least ``train_chars`` (1,000,000) /
-    ``eval_chars`` (100,000 each for valid and test) characters, then cut there (the last document is cut short)."""
+    ``eval_chars`` (100,000 each for valid and test) characters, then cut there (the last document is cut short).
+    ``max_name`` and ``max_iterations`` are the paper's 10 and 50 unless set (a smaller, faster-learnt task)."""
 
     def __init__(self, train_chars: int = 1_000_000, eval_chars: int = 100_000, batch_size: int = 20,
-                 eval_batch_size: int = 20, bptt: int = 35, data_dir=None, num_workers: int = 0, seed: int = 0,
-                 protocol: str = "holdout"):
+                 eval_batch_size: int = 20, bptt: int = 35, max_name: int = 10, max_iterations: int = 50,
+                 data_dir=None, num_workers: int = 0, seed: int = 0, protocol: str = "holdout"):
         super().__init__(batch_size, eval_batch_size, bptt, data_dir, num_workers, seed, protocol)
         check_int("train_chars", train_chars, 2)
         check_int("eval_chars", eval_chars, 2)
+        check_int("max_name", max_name, 2)
+        check_int("max_iterations", max_iterations, 1)
         self.train_chars, self.eval_chars = train_chars, eval_chars
+        self.max_name, self.max_iterations = max_name, max_iterations
         self._tokens(XML_VOCAB)
         self.provenance = f"XML (Jozefowicz et al. 2015), generated, seed {seed}"
 
@@ -193,7 +197,7 @@ class XML(StreamData):
         for split, rng in _rngs(self.seed).items():
             n, parts, size = self.train_chars if split == "train" else self.eval_chars, [], 0
             while size < n:
-                parts.append(xml_document(rng) + "\n")
+                parts.append(xml_document(rng, self.max_iterations, self.max_name) + "\n")
                 size += len(parts[-1])
             out[split] = "".join(parts)[:n]
         return out
@@ -204,7 +208,11 @@ class XML(StreamData):
                 return {split: torch.from_numpy(_encode(text, XML_VOCAB)) for split, text in self.texts().items()}
 
         key = {"version": GENERATOR_VERSION, "seed": self.seed, "train": self.train_chars, "eval": self.eval_chars}
+        if (self.max_name, self.max_iterations) != (10, 50):  # the paper's generator keeps its old cache key
+            key.update(max_name=self.max_name, max_iterations=self.max_iterations)
         d = cached("xml", key, build)
+        shape = "" if (self.max_name, self.max_iterations) == (10, 50) else \
+            f"; names of 2-{self.max_name} letters, {self.max_iterations} iterations (the paper: 10, 50)"
         self.provenance = (f"XML (Jozefowicz et al. 2015), generated, seed {self.seed}: {self.train_chars:,} train, "
-                           f"{self.eval_chars:,} valid and test characters")
+                           f"{self.eval_chars:,} valid and test characters{shape}")
         return {split: _aligned(d[split]) for split in SPLITS}

@@ -300,10 +300,11 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
     points = grid.grid_points(cfg, only_rows)
     url = storage_url(cfg, name, storage)
     store, lock = open_storage(url), lock_path(url, cfg, name)
-    budget, ran = int(cfg.study.trials), 0
+    ran = 0
     columns = {c: column_config(name, preset, overrides, c) for c in dict.fromkeys(c for _, c, _ in points)}
     for row, column, values in points:
         ccfg = columns[column]
+        budget = int(ccfg.study.trials)  # per cell and task; a column may set its own (``set: {study.trials: 2}``)
         space = space_of(ccfg, column)
         sname = study_name(name, preset, row, column)
         direction = ccfg.study.direction

@@ -398,10 +398,11 @@ def compiled_config(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_compiled_equals_eager(name, monkeypatch):
     """B=3, T=5, stacked and bidirectional, lengths with NaN padding, a random initial state, training mode (G2 noise,
-    DropConnect): outputs, state and every gradient equal eager's, and the step really ran compiled (a new graph,
-    no silent fallback to eager at dynamo's recompile limit)."""
+    DropConnect): outputs, state and every gradient equal eager's, and the steps really ran compiled (new graphs,
+    no silent fallback to eager at dynamo's recompile limit). One step per graph call here (compiles in a third of
+    the default's time); the default of 2 with T padded to whole chunks: the next test."""
     assert "compiled" in cells.get(name).exact_backends()
-    monkeypatch.setattr(backends, "CHUNK", 1)  # a one-step graph: 5 chunks, compiled once (keeps compile time low)
+    monkeypatch.setattr(backends, "STEPS", 1)
     eager = build(name, backend="eager", dtype=F32, **compiled_config(name)).train()
     comp = twin(eager, "compiled")
     lengths = torch.tensor([5, 2, 4])
@@ -414,15 +415,22 @@ def test_compiled_equals_eager(name, monkeypatch):
     assert_same(got, forward_backward(eager, x, state, lengths), **TOL32)
 
 
-def test_compiled_pads_the_last_chunk(monkeypatch):
-    """T = 5 in chunks of 2 steps: the last chunk is padded with invalid steps; T = 4 reuses the same graph."""
-    monkeypatch.setattr(backends, "CHUNK", 2)
-    eager = build("lstm_c6", backend="eager", dtype=F32, bidirectional=True)
+def test_compiled_compiles_once_per_cell_whatever_t_b_layers_and_mode():
+    """One forward graph and one backward graph per cell: every layer and direction, every T and batch size, with
+    and without lengths, in training and evaluation and with DropConnect reuse them (no recompiles within a table).
+    At the default steps per graph call (2): odd T is padded with steps that leave the state alone."""
+    assert backends.STEPS == 2
+    eager = build("lstm_c6", backend="eager", dtype=F32, num_layers=2, bidirectional=True, weight_drop=0.25)
     comp = twin(eager, "compiled")
-    for T, lengths in [(5, torch.tensor([5, 1, 3])), (4, None)]:
-        x = torch.randn(3, T, eager.input_size)
-        state = random_state(eager, 3)
+    forward_backward(comp, torch.randn(3, 4, eager.input_size))  # the first call compiles (or finds the disk cache)
+    graphs = counters["stats"]["unique_graphs"]
+    for B, T, lengths, train in [(3, 5, torch.tensor([5, 1, 3]), True), (7, 2, None, True), (2, 9, None, False),
+                                 (5, 1, torch.tensor([1, 1, 1, 1, 1]), False)]:
+        comp.train(train), eager.train(train)
+        x = torch.randn(B, T, eager.input_size)
+        state = random_state(eager, B)
         assert_same(forward_backward(comp, x, state, lengths), forward_backward(eager, x, state, lengths), **TOL32)
+    assert counters["stats"]["unique_graphs"] == graphs, "a new T, B, mode or lengths compiled again"
 
 
 @pytest.mark.parametrize("backend,compile_ok", [("auto", True), ("auto", False), ("eager", True), ("compiled", True),

@@ -228,3 +228,18 @@ def test_seeds_rerun_each_cells_best_setting_and_the_table_averages_them(workdir
     with open(workdir / "results" / "tables" / "smoke" / "table1_jozefowicz.csv") as fh:
         line = next(r for r in csv.DictReader(fh) if (r["row"], r["column"]) == ("lstm", "Arith"))
     assert (line["n"], line["trials"]) == ("2", "2")  # the mean of the best setting's 2 seeds, best of 2 trials
+
+
+def test_a_column_may_set_its_own_budget(tmp_path, monkeypatch):
+    """Table 1's quick preset: 4 trials per cell on Arith and XML, 2 on PTB (``set: {study.trials: 2}``); the worker
+    fills each study to its own column's budget (training replaced by a stub that tells a value)."""
+    told = []
+
+    def fake_trial(st, trial, cfg, name, row, column, values, hp, folder, budget, worker):
+        told.append((column, budget))
+        st.tell(trial, 0.5)
+
+    monkeypatch.setattr(study, "_trial", fake_trial)
+    ran = study.work("table1_jozefowicz", "quick", [f"paths.results={tmp_path}"], only_rows=["lstm"],
+                     storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert ran == 10 and told == [("Arith", 4)] * 4 + [("XML", 4)] * 4 + [("PTB", 2)] * 2

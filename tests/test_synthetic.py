@@ -157,6 +157,23 @@ def test_xml_documents_nest_and_follow_the_50_iteration_rule():
     assert all(n % 2 == 0 and n <= 100 for n in lengths)
 
 
+def test_xml_name_length_and_iterations_are_options_and_the_papers_are_the_default():
+    """quick's smaller XML: names of 2-4 letters, still nested; the paper's generator (and its cache key) unchanged."""
+    short = XML(train_chars=20_000, eval_chars=2_000, max_name=4, max_iterations=20).texts()["train"]
+    names = [name for doc in short.split("\n")[:-1] for _, name in tags(doc)]  # the last one is cut short
+    assert names and {len(n) for n in names} == {2, 3, 4}
+    for doc in short.split("\n")[:-1]:
+        stack = []
+        for i, (close, name) in enumerate(tags(doc)):
+            assert (stack and stack.pop() == name) if close else i < 20
+            if not close:
+                stack.append(name)
+    assert XML(train_chars=20_000, eval_chars=2_000).texts() == XML(train_chars=20_000, eval_chars=2_000,
+                                                                     max_name=10, max_iterations=50).texts()
+    with pytest.raises(ValueError, match="max_name"):
+        XML(max_name=1)
+
+
 def test_the_xml_stream_is_newline_separated_documents(xml):
     assert XML_VOCAB == "abcdefghijklmnopqrstuvwxyz<>/\n" and xml.symbols == list(XML_VOCAB)
     assert xml.vocab_size == 30 and xml.target == "tokens"
