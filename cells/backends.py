@@ -134,7 +134,7 @@ def step_params(cell, a: Tensor, state: tuple, R: dict) -> tuple:
 OPTIONS = {"cpp_wrapper": os.environ.get("GATEZOO_CPP_WRAPPER", "0") == "1"}
 STEPS = int(os.environ.get("GATEZOO_STEPS", 2))  # time steps per compiled graph call (compile time grows with it)
 _graphs: dict = {}
-_index: list = []
+_index: dict = {}  # device -> [tensor([0]), tensor([1]), ...]
 
 
 def _compiled(fn):
@@ -164,10 +164,12 @@ def _unguarded():
 
 
 def _steps(T: int, device) -> list:
-    """(1,) index tensors 0..T-1 (separate tensors, not views of one arange: no storage offsets)."""
-    while len(_index) < T:
-        _index.append(torch.tensor([len(_index)]))
-    return [t.to(device) for t in _index[:T]] if device.type != "cpu" else _index[:T]
+    """(1,) index tensors 0..T-1 on ``device`` (separate tensors, not views of one arange: no storage offsets), made
+    once per device and length and reused by every call."""
+    index = _index.setdefault(str(device), [])
+    while len(index) < T:
+        index.append(torch.tensor([len(index)], device=device))
+    return index[:T]
 
 
 class _Scan(torch.autograd.Function):

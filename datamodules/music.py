@@ -31,7 +31,7 @@ import scipy.io
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .base import EpochCounter
+from .base import EpochCounter, EpochSeeded
 from .files import DataError, fetch
 from .stream import NOTES, SPLITS, StreamData, _as_is
 
@@ -105,7 +105,7 @@ class EpochShuffle(Sampler, EpochCounter):
         return iter(np.random.default_rng([self.seed, self.current_epoch()]).permutation(self.n).tolist())
 
 
-class Music(StreamData):
+class Music(EpochSeeded, StreamData):
     """One of the four polyphonic music datasets. Batches ``(x, y, m)``: float32 (B, L, 88) frames, y = x one frame
     on, m (B, L) all True; the loss is the per-note Bernoulli NLL (``frame_nll``). After ``setup``: ``pieces(split)``,
     ``streams``; ``vocab_size`` and ``symbols`` are None, ``input_size`` = ``num_outputs`` = 88."""
@@ -169,12 +169,14 @@ class Music(StreamData):
     def _piece_loader(self, split: str, shuffle: bool) -> DataLoader:
         self._ready()
         data = Pieces(self.pieces(split))
-        order = EpochShuffle(len(data), self.seed, self._trainer_epoch) if shuffle else None
+        order = None
+        if shuffle:  # the trainer's epoch, else set_epoch's (EpochSeeded)
+            order = self._shuffle = EpochShuffle(len(data), self.seed, self._trainer_epoch)
+            order.set_epoch(self._epoch)
         return DataLoader(data, batch_size=None, sampler=order, collate_fn=_as_is, num_workers=self.num_workers)
 
-    def _trainer_epoch(self) -> int | None:
-        trainer = getattr(self, "trainer", None)
-        return None if trainer is None else int(trainer.current_epoch)
+    def _drawer(self) -> EpochShuffle | None:
+        return getattr(self, "_shuffle", None)
 
     def train_dataloader(self) -> DataLoader:
         return self._piece_loader("train", shuffle=True) if self.by_piece else super().train_dataloader()

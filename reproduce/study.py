@@ -284,9 +284,28 @@ def counted(study) -> tuple[int, int]:
     return used, waiting
 
 
-def trial_seed(seed: int, number: int) -> int:
+def trial_seed(seed: int, number: int, attempt: int = 0) -> int:
     """The sampler's seed for the study's ``number``-th trial: the same draws whoever runs it, in whatever order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "big")
+    text = f"{seed}:{number}" + (f":{attempt}" if attempt else "")
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def unseen_setting(study, space: list[Param], seed: int, number: int, attempts: int = 100) -> dict:
+    """The random search's setting for trial ``number``, drawn again (seeded by the attempt) while it equals an
+    earlier trial's: in a small grid (Table 1's quick space has 150 points) draws with replacement repeat a trial
+    now and then, a repeat that teaches nothing. Deterministic: it depends on the earlier trials' settings only. A
+    space with no unseen point left gives the last draw."""
+    import optuna
+
+    seen = [t.params for t in study.get_trials(deepcopy=False) if t.params]
+    for attempt in range(attempts):
+        probe = optuna.create_study(sampler=sampler("random", trial_seed(seed, number, attempt)))
+        t = probe.ask()
+        for p in space:
+            p.suggest(t)
+        if t.params not in seen:
+            break
+    return t.params
 
 
 def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | None = None, worker: int = 0) -> int:
@@ -316,8 +335,10 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
                 used, waiting = counted(study)
                 if used >= budget and not waiting:
                     break
-                study.sampler = sampler(ccfg.study.sampler, trial_seed(ccfg.seed, len(study.get_trials(
-                    deepcopy=False))))
+                number = len(study.get_trials(deepcopy=False))
+                if not waiting and ccfg.study.sampler == "random":
+                    study.enqueue_trial(unseen_setting(study, space, ccfg.seed, number))
+                study.sampler = sampler(ccfg.study.sampler, trial_seed(ccfg.seed, number))
                 trial = study.ask()
                 trial.set_user_attr("worker", f"{os.getpid()} {socket.gethostname()}")
                 hp = {k: v for p in space for k, v in p.draw(trial).items()}

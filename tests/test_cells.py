@@ -433,6 +433,20 @@ def test_compiled_compiles_once_per_cell_whatever_t_b_layers_and_mode():
     assert counters["stats"]["unique_graphs"] == graphs, "a new T, B, mode or lengths compiled again"
 
 
+def test_compiled_runs_the_right_graph_when_cells_and_options_alternate():
+    """Guards are skipped after a loop's first call: with several graphs cached for the one step function (other
+    cells, another option value, another hidden size, activation), each loop must still run its own."""
+    layers = [build("lstm_c6", backend="eager", dtype=F32, forget=0.3), build("lstm_c6", backend="eager", dtype=F32),
+              build("lstm_c6", 4, 9, backend="eager", dtype=F32), build("lstm_c6", backend="eager", dtype=F32,
+                                                                       activation="relu"),
+              build("gru", backend="eager", dtype=F32)]
+    twins = [twin(layer, "compiled") for layer in layers]
+    for _ in range(2):
+        for eager, comp in zip(layers, twins):
+            x = torch.randn(3, 5, eager.input_size)
+            assert_same(forward_backward(comp, x), forward_backward(eager, x), **TOL32)
+
+
 @pytest.mark.parametrize("backend,compile_ok", [("auto", True), ("auto", False), ("eager", True), ("compiled", True),
                                                 ("cudnn", True)], ids=["auto", "auto-no-compiler", "eager", "compiled",
                                                                        "cudnn"])

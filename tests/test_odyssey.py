@@ -42,6 +42,10 @@ def test_jsb_by_piece_gives_one_whole_piece_per_batch_in_an_order_per_epoch(data
     assert len(first) == 229 and all(s[0] == 1 and s[2] == 88 for s in first)
     again = [tuple(x.shape) for x, _, _ in dm.train_dataloader()]
     assert first == again  # the same epoch, the same order
+    dm.set_epoch(1)  # no trainer: set_epoch's epoch (EpochSeeded, as the other DataModules)
+    assert [tuple(x.shape) for x, _, _ in dm.train_dataloader()] != first
+    dm.set_epoch(0)
+    assert [tuple(x.shape) for x, _, _ in dm.train_dataloader()] == first
     valid = [x for x, _, _ in dm.stream_loader("valid", 1, 1)]
     pieces = dm.pieces("valid")
     assert len(valid) == 76 and all(torch.equal(v[0], torch.from_numpy(p[:-1]).float()) for v, p in zip(valid, pieces))

@@ -243,3 +243,24 @@ def test_a_column_may_set_its_own_budget(tmp_path, monkeypatch):
     ran = study.work("table1_jozefowicz", "quick", [f"paths.results={tmp_path}"], only_rows=["lstm"],
                      storage=f"sqlite:///{tmp_path / 's.db'}")
     assert ran == 10 and told == [("Arith", 4)] * 4 + [("XML", 4)] * 4 + [("PTB", 2)] * 2
+
+
+def test_the_random_search_does_not_repeat_a_setting_while_unseen_ones_remain():
+    """A 4-point grid: four trials draw four different settings, the same ones on every run (seeded by trial number
+    and attempt); the fifth, with none left unseen, still gets a setting."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = [study.Param("a", "choice", (1, 2)), study.Param("b", "choice", (3, 4))]
+
+    def run():
+        st = optuna.create_study()
+        for number in range(5):
+            st.enqueue_trial(study.unseen_setting(st, space, seed=0, number=number))
+            t = st.ask()
+            for p in space:
+                p.suggest(t)
+            st.tell(t, 0.0)
+        return [t.params for t in st.get_trials()]
+
+    got = run()
+    assert len({tuple(sorted(p.items())) for p in got[:4]}) == 4 and got[4] in got[:4]
+    assert got == run()
