@@ -178,8 +178,9 @@ def test_two_workers_share_one_study_without_duplicates_or_losses(workdir):
 
 def test_a_killed_study_resumes_to_exactly_its_budget(workdir):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # a longer first trial (more data) so that the kill lands inside it
-    args = [*ONE, "study.trials=3", "task.data.train_examples=20000"]
+    # longer trials (more data) so that the kill lands inside the first one (with 20,000 examples a trial once ended
+    # between being seen running and the kill: CI of 2f21f8e)
+    args = [*ONE, "study.trials=3", "task.data.train_examples=50000"]
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = workdir / "results" / "studies" / "table1_jozefowicz.db"
