@@ -42,6 +42,7 @@ from rich.table import Table
 from torch import nn
 
 import cells
+from cells import backends
 
 SHAPES = [(784, 32, 1, 100), (28, 32, 28, 50), (80, 32, 128, 128), (1000, 32, 128, 128)]  # (T, B, m, n)
 QUICK_SHAPES, QUICK_CELLS = [(28, 32, 28, 50)], ["lstm", "gru", "lstm_c6"]
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
     cpu = f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
     header = (f"torch {torch.__version__}, device {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}, "
               f"{torch.get_num_threads()} threads, {datetime.datetime.now():%Y-%m-%d %H:%M}, float32, fwd+bwd "
-              f"median of {repeats}, compiled = one-step graphs in a sequence-level autograd Function, "
+              f"median of {repeats}, compiled = {backends.STEPS}-step graphs in a sequence-level autograd Function, "
               f"{'warm' if args.cache else 'cold'} compile, "
               f"{'eval' if args.eval else 'train'} mode")
     console = Console(width=max(Console().width, 160))

@@ -3,9 +3,9 @@
 - ``eager``: the plain loop over ``cell.step``; the reference every other backend is tested against.
 - ``fused``: PyTorch's fused LSTM / tanh-RNN kernel (cuDNN on a GPU, its own CPU kernel elsewhere) with weights the
   cell builds differentiably from its own parameters (``cell.fused``): exact, not an approximation.
-- ``compiled``: the same loop as a sequence-level autograd Function whose forward step and backward step (the step's
-  vector-Jacobian product) are each one small ``torch.compile`` graph with a symbolic batch size: seconds of compile
-  per cell, whatever T and B, cached on disk across processes.
+- ``compiled``: the same loop as a sequence-level autograd Function whose forward steps and backward steps (their
+  vector-Jacobian product), ``STEPS`` at a time, are each one small ``torch.compile`` graph with a symbolic batch
+  size: seconds of compile per cell, whatever T and B, cached on disk across processes.
 
 Each takes x (B, T, m') already extended by the cell's extra inputs, a state tuple of (B, n) tensors and ``valid``,
 a (B, T) bool mask of real steps or None, and returns (output (B, T, n), state tuple, gates list or None).
@@ -49,10 +49,10 @@ def eager(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: Ten
 
 # ---- compiled: a sequence-level autograd Function around two small compiled graphs ---------------------------------
 # torch.compile of the unrolled loop (the old backend: one graph per 16 steps) took 19-184 s per cell and shape, and
-# compile time of unrolled RNN loops grows with their length (a known weak spot upstream). Here only ONE time step is
-# compiled, twice: its forward (no autograd) and its vector-Jacobian product (torch.func.vjp: the step recomputed and
-# differentiated, so nothing per cell is written by hand and ``cell.step`` stays the one definition of the math).
-# Inductor fuses each step's element-wise work into one kernel around the matrix products. The batch size is
+# compile time of unrolled RNN loops grows with their length (a known weak spot upstream). Here only STEPS (2) time
+# steps are compiled, twice: their forward (no autograd) and their vector-Jacobian product (torch.func.vjp: the steps
+# recomputed and differentiated, so nothing per cell is written by hand and ``cell.step`` stays the one definition of
+# the math). Inductor fuses each step's element-wise work into one kernel around the matrix products. The batch size is
 # symbolic (dynamic=True) and T never enters a graph, so a cell compiles once per (class, options, hidden size,
 # dtype, device): never again within a table, and a fresh process finds the kernels in inductor's on-disk cache
 # (TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_<user>). The input projection of all steps (one matrix
@@ -131,7 +131,6 @@ def step_params(cell, a: Tensor, state: tuple, R: dict) -> tuple:
     return cell._step_params
 
 
-OPTIONS = {"cpp_wrapper": os.environ.get("GATEZOO_CPP_WRAPPER", "0") == "1"}
 STEPS = int(os.environ.get("GATEZOO_STEPS", 2))  # time steps per compiled graph call (compile time grows with it)
 _graphs: dict = {}
 _index: dict = {}  # device -> [tensor([0]), tensor([1]), ...]
@@ -142,7 +141,7 @@ def _compiled(fn):
         # one graph pair per (cell class, options, sizes): far more than dynamo's default of 8 in a zoo of 26 cells
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
         torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
-        _graphs[fn] = torch.compile(fn, dynamic=True, options=OPTIONS)
+        _graphs[fn] = torch.compile(fn, dynamic=True)
     return _graphs[fn]
 
 

@@ -67,10 +67,9 @@ class G2LSTM(LSTM):
             return None
         B, T, _ = x.shape
         p = self.noise_prob
-        if p == 0:
-            return x.new_zeros(B, T, 2 * self.hidden_size)
         # one uniform draw gives both: the mask m = [v < p] and, where m = 1, U = v / p, which given v < p is again
-        # uniform on [0, 1) (and independent of m): half the random numbers and one log instead of two
+        # uniform on [0, 1) (and independent of m): half the random numbers and one log instead of two; p = 0 masks
+        # every element (the inf of v / 0 is never selected)
         v = torch.rand(B, T, 2 * self.hidden_size, dtype=x.dtype, device=x.device)
         u = v / p
         return torch.where(v < p, torch.log((u + 1e-3) / (1 + 1e-3 - u)), 0.0)

@@ -208,11 +208,11 @@ class XML(StreamData):
                 return {split: torch.from_numpy(_encode(text, XML_VOCAB)) for split, text in self.texts().items()}
 
         key = {"version": GENERATOR_VERSION, "seed": self.seed, "train": self.train_chars, "eval": self.eval_chars}
+        shape = ""
         if (self.max_name, self.max_iterations) != (10, 50):  # the paper's generator keeps its old cache key
             key.update(max_name=self.max_name, max_iterations=self.max_iterations)
+            shape = f"; names of 2-{self.max_name} letters, {self.max_iterations} iterations (the paper: 10, 50)"
         d = cached("xml", key, build)
-        shape = "" if (self.max_name, self.max_iterations) == (10, 50) else \
-            f"; names of 2-{self.max_name} letters, {self.max_iterations} iterations (the paper: 10, 50)"
         self.provenance = (f"XML (Jozefowicz et al. 2015), generated, seed {self.seed}: {self.train_chars:,} train, "
                            f"{self.eval_chars:,} valid and test characters{shape}")
         return {split: _aligned(d[split]) for split in SPLITS}

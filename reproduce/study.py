@@ -290,14 +290,14 @@ def trial_seed(seed: int, number: int, attempt: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
-def unseen_setting(study, space: list[Param], seed: int, number: int, attempts: int = 100) -> dict:
+def unseen_setting(trials, space: list[Param], seed: int, number: int, attempts: int = 100) -> dict:
     """The random search's setting for trial ``number``, drawn again (seeded by the attempt) while it equals an
     earlier trial's: in a small grid (Table 1's quick space has 150 points) draws with replacement repeat a trial
     now and then, a repeat that teaches nothing. Deterministic: it depends on the earlier trials' settings only. A
-    space with no unseen point left gives the last draw."""
+    space with no unseen point left gives the last draw. ``trials``: the study's trials so far."""
     import optuna
 
-    seen = [t.params for t in study.get_trials(deepcopy=False) if t.params]
+    seen = [t.params for t in trials if t.params]
     for attempt in range(attempts):
         probe = optuna.create_study(sampler=sampler("random", trial_seed(seed, number, attempt)))
         t = probe.ask()
@@ -335,9 +335,10 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
                 used, waiting = counted(study)
                 if used >= budget and not waiting:
                     break
-                number = len(study.get_trials(deepcopy=False))
+                trials = study.get_trials(deepcopy=False)
+                number = len(trials)
                 if not waiting and ccfg.study.sampler == "random":
-                    study.enqueue_trial(unseen_setting(study, space, ccfg.seed, number))
+                    study.enqueue_trial(unseen_setting(trials, space, ccfg.seed, number))
                 study.sampler = sampler(ccfg.study.sampler, trial_seed(ccfg.seed, number))
                 trial = study.ask()
                 trial.set_user_attr("worker", f"{os.getpid()} {socket.gethostname()}")

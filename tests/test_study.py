@@ -255,7 +255,7 @@ def test_the_random_search_does_not_repeat_a_setting_while_unseen_ones_remain():
     def run():
         st = optuna.create_study()
         for number in range(5):
-            st.enqueue_trial(study.unseen_setting(st, space, seed=0, number=number))
+            st.enqueue_trial(study.unseen_setting(st.get_trials(), space, seed=0, number=number))
             t = st.ask()
             for p in space:
                 p.suggest(t)
