@@ -6,6 +6,7 @@
     layer = cells.build("lstm1", 28, 50, backend="auto")
     out, (h, c) = layer(x)                         # x: (B, T, 28), batch first
     cells.compress_gates(model, "svd", rank=64)    # G2-LSTM sec. 4.3: compress the i/f gates in place, get a report
+    cells.register_graph("found1", "h' = tanh(Wb(x) + W(h))")   # a cell as a graph (cells/graph.py, graphs.yaml)
 """
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from torch import nn
 from . import g2, jozefowicz, odyssey, simplified, slim, standard  # noqa: F401  (registration on import)
 from .base import Cell, Fused
 from .compress import compress_gates, gate_compression_ratio
+from .graphcell import load_graphs, register_graph
 from .layer import BACKENDS, Recurrent
 from .registry import build, describe, get, names, register
 
-__all__ = ["build", "describe", "names", "register", "get", "from_torch", "Cell", "Fused", "Recurrent", "BACKENDS",
-           "num_params", "compress_gates", "gate_compression_ratio"]
+__all__ = ["build", "describe", "names", "register", "register_graph", "get", "from_torch", "Cell", "Fused",
+           "Recurrent", "BACKENDS", "num_params", "compress_gates", "gate_compression_ratio"]
+
+
+load_graphs()  # cells/graphs.yaml: the found graphs that have a name
 
 
 def num_params(name: str, input_size: int, hidden_size: int, *, num_layers: int = 1,

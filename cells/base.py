@@ -32,6 +32,7 @@ PAPERS = {
     "jozefowicz": "Jozefowicz et al. 2015, An empirical exploration of recurrent network architectures",
     "g2lstm": "Li et al. 2018, Towards binary-valued gates for robust LSTM training",
     "standard": "Hochreiter & Schmidhuber 1997 / Graves 2013 (the baseline of every paper)",
+    "jozefowicz-search": "a graph of Jozefowicz et al. 2015's architecture search (sec. 3.2; cells/graph.py)",
 }
 
 

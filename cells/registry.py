@@ -35,6 +35,12 @@ def register(name: str):
     return wrap
 
 
+def unregister(name: str) -> None:
+    """Remove cell ``name`` (a test undoing its own ``register``); an unknown name raises as ``get`` does."""
+    get(name)
+    del _CELLS[name]
+
+
 def names() -> list[str]:
     """All registered cell names, sorted."""
     return sorted(_CELLS)

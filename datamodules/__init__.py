@@ -27,6 +27,12 @@ are next-step prediction over one stream per split (``stream.py``): they take ``
 data_dir, num_workers, seed, protocol`` plus their own sizes; their batches are ``(x, y, m)`` windows in order, x and
 y int64 (B, L) ids or float32 (B, L, 88) frames (y = x one step on), m (B, L) bool: the targets the accuracy counts.
 They set ``vocab_size`` (None for music), ``input_size``, ``num_outputs``, ``target`` ("tokens" | "notes"), ``symbols``.
+
+``timit`` (``timit.py``, framewise phone classification) and ``iam_online`` (``iam_online.py``, pen points to
+characters for CTC), Greff et al. 2017's speech and handwriting arms, are whole labelled sequences
+(``sequences.py``): they take ``dir`` (the user's licensed copy), ``batch_size, eval_batch_size, data_dir,
+num_workers, seed, protocol`` plus their own options; their batches are ``Sequences(x, lengths, y, y_lengths)``; they
+set ``input_size``, ``num_classes``, ``target`` ("frames" | "ctc"), ``symbols``, ``blank``.
 """
 from __future__ import annotations
 
@@ -36,12 +42,14 @@ import inspect
 
 from .base import PROTOCOLS, TaskDataModule
 from .files import SOURCES, ChecksumError, DataError, MissingDataError, cached, data_dir, fetch
+from .iam_online import IAMOnline
 from .imdb import IMDB
 from .mnist import MNIST
 from .music import Music
 from .news20 import News20
 from .ptb import PTB
-from .synthetic import XML, Arith
+from .synthetic import XML, Arith, Memorize
+from .timit import TIMIT
 from .translation import Translation
 
 TASKS = {
@@ -54,12 +62,15 @@ TASKS = {
     "wmt14": functools.partial(Translation, dataset="wmt14"),
     "arith": Arith,
     "xml": XML,
+    "memorize": Memorize,
     "music": Music,
+    "timit": TIMIT,
+    "iam_online": IAMOnline,
 }
 
 __all__ = ["TASKS", "names", "build", "options", "IMDB", "MNIST", "News20", "PTB", "Translation", "TaskDataModule",
-           "Arith", "XML", "Music", "PROTOCOLS", "SOURCES", "DataError", "ChecksumError", "MissingDataError", "fetch",
-           "cached", "data_dir"]
+           "Arith", "XML", "Memorize", "Music", "TIMIT", "IAMOnline", "PROTOCOLS", "SOURCES", "DataError",
+           "ChecksumError", "MissingDataError", "fetch", "cached", "data_dir"]
 
 
 def names() -> list[str]:

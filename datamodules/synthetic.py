@@ -216,3 +216,46 @@ class XML(StreamData):
         self.provenance = (f"XML (Jozefowicz et al. 2015), generated, seed {self.seed}: {self.train_chars:,} train, "
                            f"{self.eval_chars:,} valid and test characters{shape}")
         return {split: _aligned(d[split]) for split in SPLITS}
+
+
+# ---- the memorisation filter -----------------------------------------------------------------------------------------
+
+def memorize_example(rng: np.random.Generator, length: int = 5) -> str:
+    """One example of the architecture search's first stage (Jozefowicz et al. sec. 3.1): ``length`` (5) random
+    lowercase letters (26 possibilities each), ``=``, the same letters again in the same order, ``.``; e.g.
+    ``qmxab=qmxab.``. With next-step prediction the copy is teacher-forced: the model sees the correct earlier letters
+    of the answer while predicting the next one, as the paper's "95 % with teacher forcing"."""
+    word = "".join(LETTERS[i] for i in rng.integers(0, 26, size=length).tolist())
+    return f"{word}={word}."
+
+
+class Memorize(StreamData):
+    """The memorisation task that filters candidate architectures (Jozefowicz et al. sec. 3.1): read 5 symbols, then
+    reproduce them. Batches ``(x, y, m)`` over Arith's ``VOCAB``; the mask scores the answer (after ``=``, up to and
+    including ``.``), as Arith's. The LSTM solves it with 25K parameters in minutes (the paper); a cell without
+    memory cannot: it scores about 1/26 on the letters."""
+
+    def __init__(self, train_examples: int = 20_000, eval_examples: int = 2_000, length: int = 5,
+                 batch_size: int = 20, eval_batch_size: int = 20, bptt: int = 35, data_dir=None, num_workers: int = 0,
+                 seed: int = 0, protocol: str = "holdout"):
+        super().__init__(batch_size, eval_batch_size, bptt, data_dir, num_workers, seed, protocol)
+        check_int("train_examples", train_examples, 1)
+        check_int("eval_examples", eval_examples, 1)
+        check_int("length", length, 1)
+        self.train_examples, self.eval_examples, self.length = train_examples, eval_examples, length
+        self._tokens(VOCAB)
+        self.provenance = f"memorisation of {length} letters (Jozefowicz et al. 2015, sec. 3.1), generated, seed {seed}"
+
+    def _streams(self) -> dict:
+        def build():
+            out = {}
+            for split, rng in _rngs(self.seed).items():
+                n = self.train_examples if split == "train" else self.eval_examples
+                out[split] = torch.from_numpy(_encode("".join(memorize_example(rng, self.length) for _ in range(n)),
+                                                      VOCAB))
+            return out
+
+        key = {"version": GENERATOR_VERSION, "seed": self.seed, "train": self.train_examples,
+               "eval": self.eval_examples, "length": self.length}
+        d = cached("memorize", key, build)
+        return {split: _aligned(d[split], answer_positions(d[split].long())) for split in SPLITS}

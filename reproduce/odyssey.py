@@ -1,8 +1,9 @@
 """Greff et al. 2017's analysis of a variants study (``reproduce/fig_variants_odyssey.py``,
 ``fig_importance_odyssey.py``): every trial's test NLL per variant, Welch's t-tests against the vanilla LSTM
 (Bonferroni-corrected) over all trials and over the best 10 % by validation, the box plots of the paper's Fig. 3,
-fANOVA importances of the hyper-parameters (Optuna's ``FanovaImportanceEvaluator``: scikit-learn's random forests)
-with the empirical marginals, and the paper's conclusions checked on THIS study's numbers.
+fANOVA importances of the hyper-parameters and of their pairs (Optuna's ``FanovaImportanceEvaluator``: scikit-learn's
+random forests) with the forest's predicted marginals, and the paper's conclusions checked on THIS study's numbers.
+A trial's NLL is capped at ``table.worst`` (JSB: 88 ln 2, knowing nothing) in all of it: see ``worst``.
 
 The published text available to us gives Fig. 3's layout (boxes from the 25th to the 75th percentile, whiskers the
 whole range, the mean as a dot, the median as a line; the variants in the order V, CIFG, FGR, NP, NOG, NIAF, NIG,
@@ -15,6 +16,8 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from reproduce import results, stats, study
 
 VANILLA = "peephole_lstm"
@@ -23,23 +26,49 @@ SHORT = {"peephole_lstm": "V", "cifg": "CIFG", "fgr": "FGR", "np": "NP", "nog": 
          "nfg": "NFG", "noaf": "NOAF"}
 TOP = 0.10  # the best 10 % of a variant's trials by validation NLL
 MOMENTUM_UNIMPORTANT = 0.05  # "momentum unimportant": its fANOVA share below this (the paper: "less than 1 %" mostly)
-INTERACTIONS_SMALL = 0.25  # "interactions small": the variance not explained by single hyper-parameters below this
+INTERACTIONS_SMALL = 0.25  # "interactions small": the pairwise interactions' summed share of the variance below this
+
+
+def worst(cfg) -> float | None:
+    """The value a trial's NLL is capped at in the analysis (``table.worst``; None: no cap): for JSB, 88 ln 2, the
+    NLL per frame of predicting 1/2 for every note. A trial above it learned nothing; left uncapped, one diverged trial
+    (NLL 1e5) would decide every mean, t-test and fANOVA share of the study."""
+    w = cfg.table.get("worst")
+    return None if w is None else float(w)
+
+
+def value(r: dict, key: str, cap: float | None) -> float:
+    """``r``'s metric ``key`` capped at ``cap``; a trial that diverged before it had a value: ``cap``."""
+    x = r["metrics"].get(key)
+    if not isinstance(x, (int, float)) or x != x:
+        return cap
+    return x if cap is None else min(x, cap)
+
+
+def _usable(r: dict, keys, cap: float | None) -> bool:
+    numeric = all(isinstance(r["metrics"].get(k), (int, float)) and r["metrics"][k] == r["metrics"][k] for k in keys)
+    why = results.failure(r)
+    if why is None:
+        return numeric
+    return cap is not None and why.startswith("non-finite")  # diverged: counted, at its value or the cap
 
 
 def trials(cfg, records) -> dict[str, list[dict]]:
-    """{variant: [its finished trials' records]} (failed trials left out), in the paper's order."""
+    """{variant: [its trials' records]}, in the paper's order: finished trials, and trials that diverged when the
+    analysis has a cap (``worst``; they count at their best checkpoint's value or the cap); killed or crashed ones are
+    left out (the study runs them again)."""
+    cap, keys = worst(cfg), (cfg.study.objective, cfg.study.report)
     out: dict[str, list[dict]] = {}
     for r in records:
-        if r.get("role") == "trial" and not results.failure(r) \
-                and all(isinstance(r["metrics"].get(k), (int, float)) for k in (cfg.study.objective, cfg.study.report)):
+        if r.get("role") == "trial" and _usable(r, keys, cap):
             out.setdefault(r["row"], []).append(r)
     return {v: out[v] for v in sorted(out, key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))}
 
 
-def top(recs: list[dict], objective: str) -> list[dict]:
+def top(recs: list[dict], objective: str, cap: float | None = None) -> list[dict]:
     """The best ``TOP`` of ``recs`` by the validation objective (at least one)."""
     k = max(1, math.ceil(TOP * len(recs)))
-    return sorted(recs, key=lambda r: r["metrics"][objective])[:k]
+    return sorted(recs, key=lambda r: value(r, objective, cap))[:k]
 
 
 def welch_table(values: dict[str, list[float]]) -> list[dict]:
@@ -116,93 +145,153 @@ def box_plot(all_values: dict, top_values: dict, sets: dict, path: Path, title: 
 
 
 # ---- fANOVA --------------------------------------------------------------------------------------------------------
+# Optuna's FanovaImportanceEvaluator fits the forest and gives each hyper-parameter's share; the pairwise shares and
+# the predicted marginals (the paper's Figs. 5-6: mean and spread over the trees) read the same fitted trees through
+# Optuna's fANOVA internals (``_Fanova._trees``, ``_FanovaTree.get_marginal_variance`` and
+# ``_get_marginalized_statistics``): the one implementation, not a second one written here. tests/test_odyssey.py
+# fails if an Optuna release moves them.
 
-def _frozen(recs: list[dict], space, report: str):
-    """The trials as Optuna trials over the search space's drawn variables (momentum as u, 1 - u its value)."""
-    import optuna
-
-    dists, out = {}, []
-    for p in space:
-        a = p.args
-        if p.kind == "choice":
-            dists[p.key] = optuna.distributions.CategoricalDistribution(list(a))
-        elif p.kind.startswith("int"):
-            dists[p.key] = optuna.distributions.IntDistribution(int(a[0]), int(a[1]), log=p.kind == "int_log_uniform")
-        else:
-            dists[p.key] = optuna.distributions.FloatDistribution(a[0], a[1], log=p.kind != "uniform")
-    for r in recs:
-        params = {p.key: (1.0 - r["hparams"][p.key] if p.kind == "one_minus_log_uniform" else r["hparams"][p.key])
-                  for p in space}
-        out.append(optuna.trial.create_trial(params=params, distributions=dists, value=r["metrics"][report]))
-    return out
+def _axis(p) -> tuple[float, float, bool]:
+    """The range the search draws ``p`` uniformly from, and whether that is a log10 axis: log-uniform hyper-parameters
+    (and 1 - momentum) enter the forest as log10 values, so the variance is integrated over the measure the search
+    samples from (Optuna's evaluator itself integrates over the raw values: on [1e-6, 1e-2] almost all of that
+    measure lies above 1e-3)."""
+    a = p.args
+    if p.kind in ("log_uniform", "int_log_uniform", "one_minus_log_uniform"):
+        return math.log10(a[0]), math.log10(a[1]), True
+    return float(a[0]), float(a[1]), False
 
 
-def importances(recs: list[dict], space, report: str, seed: int = 0) -> dict:
-    """fANOVA over ``recs`` (test NLL as the target): {"single": {key: share of the variance, normalised to sum 1},
-    "raw": {key: share, not normalised}, "interactions": 1 - the raw shares' sum (what no single hyper-parameter
-    explains: interactions and noise)}."""
+def _drawn(p, x: float) -> float:
+    """The value of ``p`` on its axis (``_axis``): log10, and 1 - momentum for one_minus_log_uniform."""
+    if p.kind == "one_minus_log_uniform":
+        x = 1.0 - x
+    return math.log10(x) if _axis(p)[2] else float(x)
+
+
+def label(p) -> str:
+    name = p.key.rsplit(".", 1)[-1]
+    name = "1 - momentum" if p.kind == "one_minus_log_uniform" else name
+    return f"log10 {name}" if _axis(p)[2] else name
+
+
+def _forest(recs: list[dict], space, report: str, seed: int, cap: float | None):
+    """The fitted evaluator over ``recs`` (target: ``report`` capped at ``cap``) and the raw shares {key: share}."""
     import warnings
 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" line
+    space = [p for p in space if p.kind != "choice"]
+    dists = {p.key: optuna.distributions.FloatDistribution(*_axis(p)[:2]) for p in space}
     s = optuna.create_study(direction="minimize")
-    s.add_trials(_frozen(recs, space, report))
+    s.add_trials([optuna.trial.create_trial(params={p.key: _drawn(p, r["hparams"][p.key]) for p in space},
+                                            distributions=dists, value=value(r, report, cap)) for r in recs])
     ev = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    single = optuna.importance.get_param_importances(s, evaluator=ev)
     with warnings.catch_warnings():  # normalize=False is "experimental" in Optuna 4-5; the raw shares are the point
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        raw = optuna.importance.get_param_importances(
-            s, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), normalize=False)
-    return {"single": dict(single), "raw": dict(raw), "interactions": max(0.0, 1.0 - sum(raw.values()))}
+        raw = optuna.importance.get_param_importances(s, evaluator=ev, normalize=False)
+    # the evaluator's column order: the study's distributions in Optuna's order (all non-constant here)
+    order = list(optuna.importance._base._get_distributions(s, params=None))
+    return ev._evaluator, order, dict(raw), space
 
 
-def marginals(recs: list[dict], space, report: str, bins: int = 6) -> dict[str, list[tuple[float, float, float, int]]]:
-    """Per hyper-parameter: the trials binned by its value (log bins for log-uniform ones) -> [(bin centre, mean test
-    NLL, std, trials)]: the empirical marginal (the paper's Fig. 4 shows the forest's; these are the raw trials')."""
+def _pairwise(fanova, order: list[str]) -> dict[tuple[str, str], float]:
+    """Each pair's interaction share: per tree (V_ij - V_i - V_j) / V, averaged over the trees (Hutter et al. 2014,
+    eq. 3: the pair's marginal variance less its two main effects)."""
+    cols = fanova._column_to_encoded_columns
+    for i in range(len(order)):
+        fanova.get_importance(i)  # fills fanova._variances[i] (the main effects per tree)
     out = {}
-    for p in space:
-        if p.kind == "choice":
-            continue
-        xs = [r["hparams"][p.key] for r in recs]
-        ys = [r["metrics"][report] for r in recs]
-        log = p.kind in ("log_uniform", "int_log_uniform")
-        lo, hi = (math.log(p.args[0]), math.log(p.args[1])) if log else (float(p.args[0]), float(p.args[1]))
-        if p.kind == "one_minus_log_uniform":  # binned on 1 - momentum, log scale
-            xs, lo, hi, log = [1.0 - x for x in xs], math.log(p.args[0]), math.log(p.args[1]), True
-        edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-        rows = []
-        for i in range(bins):
-            inside = [y for x, y in zip(xs, ys) if edges[i] <= (math.log(x) if log else x) <= edges[i + 1]]
-            centre = (edges[i] + edges[i + 1]) / 2
-            if inside:
-                rows.append((math.exp(centre) if log else centre, statistics.fmean(inside),
-                             statistics.stdev(inside) if len(inside) > 1 else 0.0, len(inside)))
-        out[p.key] = rows
+    for i in range(len(order)):
+        for j in range(i + 1, len(order)):
+            shares = []
+            for t, tree in enumerate(fanova._trees):
+                if tree.variance <= 0:
+                    continue
+                vij = tree.get_marginal_variance(np.concatenate([cols[i], cols[j]]))
+                shares.append(max(0.0, vij - fanova._variances[i][t] - fanova._variances[j][t]) / tree.variance)
+            out[(order[i], order[j])] = float(np.mean(shares)) if shares else 0.0
     return out
 
 
-def marginal_plot(curves: dict, path: Path, title: str) -> Path:
+def _predicted_marginals(fanova, order: list[str], space, points: int = 12) -> dict[str, list[tuple]]:
+    """Per hyper-parameter, the forest's predicted marginal (every other hyper-parameter integrated out) at ``points``
+    values across its range: [(value on its axis, mean over the trees, std over the trees)] (the paper's Fig. 5)."""
+    cols, by_key = fanova._column_to_encoded_columns, {p.key: p for p in space}
+    out = {}
+    for i, key in enumerate(order):
+        lo, hi, _ = _axis(by_key[key])
+        rows = []
+        for x in np.linspace(lo, hi, points):
+            sample = np.full(len(order), np.nan)
+            sample[cols[i]] = x
+            pred = [tree._get_marginalized_statistics(sample)[0] for tree in fanova._trees]
+            rows.append((float(x), float(np.mean(pred)), float(np.std(pred))))
+        out[key] = rows
+    return out
+
+
+def importances(recs: list[dict], space, report: str, seed: int = 0, cap: float | None = None) -> dict:
+    """fANOVA over ``recs`` (``report``, capped at ``cap``, as the target): {"single": {key: share, normalised to sum
+    1}, "raw": {key: share of the variance}, "pairs": {(key, key): interaction share}, "interactions": the pairs'
+    summed share, "rest": 1 - singles - pairs (higher-order interactions and noise), "marginals": the predicted
+    marginals, "space": the numeric hyper-parameters}."""
+    fanova, order, raw, space = _forest(recs, space, report, seed, cap)
+    total = sum(raw.values())
+    pairs = _pairwise(fanova, order)
+    return {"single": {k: (v / total if total else 0.0) for k, v in raw.items()}, "raw": raw, "pairs": pairs,
+            "interactions": sum(pairs.values()), "rest": max(0.0, 1.0 - total - sum(pairs.values())),
+            "marginals": _predicted_marginals(fanova, order, space), "space": space}
+
+
+def marginal_plot(imp: dict, path: Path, title: str) -> Path:
+    """The predicted marginals (mean +- std over the forest's trees), one panel per hyper-parameter."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    by_key = {p.key: p for p in imp["space"]}
+    curves = imp["marginals"]
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
     for ax, (key, rows) in zip(axes[0], curves.items()):
-        x, m, s = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-        ax.plot(x, m, "o-", color="tab:blue")
-        ax.fill_between(x, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.25)
-        if key in ("optim.lr", "task.net.hidden", "optim.kwargs.momentum"):
+        log = _axis(by_key[key])[2]
+        x = [10 ** r[0] if log else r[0] for r in rows]
+        m, sd = [r[1] for r in rows], [r[2] for r in rows]
+        ax.plot(x, m, "-", color="tab:blue")
+        ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.25)
+        if log:
             ax.set_xscale("log")
-        ax.set_xlabel("1 - momentum" if key.endswith("momentum") else key.rsplit(".", 1)[-1])
-        ax.set_ylabel("test NLL")
+        ax.set_xlabel(label(by_key[key]).removeprefix("log10 "))
+        ax.set_ylabel("predicted test NLL")
+        ax.set_title(f"share {imp['single'][key]:.2f}")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def cost_lines(cfg, groups: dict[str, list[dict]]) -> list[str]:
+    """What the ``paper`` preset costs, from this study's measured trials: seconds per epoch (each trial's wall time,
+    set-up and evaluation included, over the epochs it ran) times the paper's trials and epoch limit."""
+    from reproduce import config
+
+    recs = [r for rs in groups.values() for r in rs if r.get("wall_s") and (r.get("curve") or {}).get("epoch")]
+    if not recs:
+        return []
+    epochs = sum(len(r["curve"]["epoch"]) for r in recs)
+    per_epoch = sum(r["wall_s"] for r in recs) / epochs
+    paper = config.compose(cfg.table.name, "paper")
+    n, trials, limit = len(groups), int(paper.study.trials), int(paper.trainer.max_epochs)
+    return [f"Cost of the `paper` preset, from these {len(recs)} trials ({per_epoch:.1f} s per epoch on average, "
+            f"one trial per CPU core of the machine that ran them; {epochs / len(recs):.1f} epochs "
+            f"per trial here): {n} variants x {trials} trials x at most {limit} epochs = at most "
+            f"{n * trials * limit * per_epoch / 3600:,.0f} core-hours (early stopping after {paper.task.patience} "
+            f"epochs without a better validation NLL ends most trials sooner). Hidden sizes are drawn as at `paper`, "
+            f"so the mean epoch time carries over; no GPU time was measured (none lent)."]
 
 
 # ---- the conclusions -----------------------------------------------------------------------------------------------
@@ -254,8 +343,15 @@ def importance_conclusions(imp: dict | None) -> list[tuple[str, str, str]]:
              f"momentum {imp['single'].get(mom, 0.0):.3f} (threshold {MOMENTUM_UNIMPORTANT})",
              _verdict(mom is None or imp["single"][mom] < MOMENTUM_UNIMPORTANT)),
             ("the hyper-parameters interact little (abstract: 'virtually independent')",
-             f"variance no single hyper-parameter explains: {imp['interactions']:.2f} (threshold "
-             f"{INTERACTIONS_SMALL})", _verdict(imp["interactions"] < INTERACTIONS_SMALL))]
+             f"pairwise interactions' summed share: {imp['interactions']:.2f} (threshold {INTERACTIONS_SMALL}; "
+             f"largest: {_pair_text(imp)})", _verdict(imp["interactions"] < INTERACTIONS_SMALL))]
+
+
+def _pair_text(imp: dict) -> str:
+    if not imp["pairs"]:
+        return "none"
+    (a, b), share = max(imp["pairs"].items(), key=lambda kv: kv[1])
+    return f"{a.rsplit('.', 1)[-1]} x {b.rsplit('.', 1)[-1]} {share:.3f}"
 
 
 def conclusions_lines(rows: list[tuple[str, str, str]]) -> list[str]:
@@ -270,43 +366,49 @@ def analyse(cfg, records, out_dir: Path | None, importance: bool) -> list[str]:
     groups = trials(cfg, records)
     if not groups:
         return ["No finished trials yet."]
-    obj, rep = cfg.study.objective, cfg.study.report
-    all_values = {v: [r["metrics"][rep] for r in recs] for v, recs in groups.items()}
-    top_values = {v: [r["metrics"][rep] for r in top(recs, obj)] for v, recs in groups.items()}
+    obj, rep, cap = cfg.study.objective, cfg.study.report, worst(cfg)
+    all_values = {v: [value(r, rep, cap) for r in recs] for v, recs in groups.items()}
+    top_values = {v: [value(r, rep, cap) for r in top(recs, obj, cap)] for v, recs in groups.items()}
     sets = {"all trials": welch_table(all_values), "best 10 % by validation": welch_table(top_values)}
     name = cfg.table.name
+    capped = "" if cap is None else (
+        f" Trials above {cap:.2f} (they learned nothing, or diverged) count as {cap:.2f}: "
+        + ", ".join(f"{SHORT.get(v, v)} {sum(x >= cap for x in xs)}" for v, xs in all_values.items()) + ".")
     lines = []
     if not importance:
         for title, rows in sets.items():
             lines += table_lines(rows, f"Test NLL per variant, {title}") + [""]
+        if capped:
+            lines += [capped.strip(), ""]
+        lines += [*cost_lines(cfg, groups), ""]
         lines += ["Conclusions (from this study's trials):", "", *conclusions_lines(variant_conclusions(sets))]
         if out_dir is not None:
             png = box_plot(all_values, top_values, sets, out_dir / f"{name}.png", "JSB Chorales")
             lines += ["", f"Figure: `{png}` (Fig. 3's layout)."]
         return lines
     col = next(iter(cfg.study.columns))
-    space = study.space_of(cfg, col)
     pooled = [r for recs in groups.values() for r in recs]
-    imp = importances(pooled, space, rep, seed=cfg.seed) if len(pooled) >= 4 else None
+    imp = importances(pooled, study.space_of(cfg, col), rep, seed=cfg.seed, cap=cap) if len(pooled) >= 4 else None
     from reproduce.compare import markdown_table
 
     if imp is not None:
-        lines += ["**fANOVA importance over all trials of all variants** (share of the test NLL's variance)", "",
-                  *markdown_table(["hyper-parameter", "importance (normalised)", "share (raw)"],
-                                  [[k, f"{imp['single'][k]:.3f}", f"{imp['raw'][k]:.3f}"]
+        labels = {p.key: label(p) for p in imp["space"]}
+        lines += [f"**fANOVA over all {len(pooled)} trials of all variants** (share of the variance of the test NLL; "
+                  f"log-uniform hyper-parameters on their log10 axis).{capped}", "",
+                  *markdown_table(["hyper-parameter", "importance (normalised)", "share of the variance"],
+                                  [[labels[k], f"{imp['single'][k]:.3f}", f"{imp['raw'][k]:.3f}"]
                                    for k in sorted(imp["single"], key=imp["single"].get, reverse=True)]),
-                  "", f"Variance no single hyper-parameter explains (interactions and noise): "
-                      f"{imp['interactions']:.3f}.", ""]
-    vanilla = groups.get(VANILLA, [])
-    if len(vanilla) >= 2:
-        curves = marginals(vanilla, space, rep)
-        lines += ["**Marginals of the vanilla LSTM's trials** (binned; mean +- std of the test NLL of the trials in "
-                  "each bin)", ""]
-        for key, rows in curves.items():
-            label = "1 - momentum" if key.endswith("momentum") else key
-            lines += [f"- {label}: " + "; ".join(f"{x:.3g}: {m:.3f} +- {s:.3f} (n={n})" for x, m, s, n in rows)]
+                  "", "Pairwise interactions (share of the variance):", "",
+                  *markdown_table(["pair", "share"], [[f"{labels[a]} x {labels[b]}", f"{v:.3f}"] for (a, b), v in
+                                                      sorted(imp["pairs"].items(), key=lambda kv: -kv[1])]),
+                  "", f"Single hyper-parameters explain {sum(imp['raw'].values()):.3f} of the variance, pairs "
+                      f"{imp['interactions']:.3f}, the rest (higher orders, noise) {imp['rest']:.3f}.", "",
+                  "**Predicted marginals** (the forest's prediction with the other hyper-parameters integrated out: "
+                  "mean +- std over its trees; the paper's marginal figures)", ""]
+        for key, rows in imp["marginals"].items():
+            lines += [f"- {labels[key]}: " + "; ".join(f"{x:.3g}: {m:.2f} +- {sd:.2f}" for x, m, sd in rows[::2])]
         if out_dir is not None:
-            png = marginal_plot(curves, out_dir / f"{name}.marginals.png", "vanilla LSTM: test NLL by hyper-parameter")
+            png = marginal_plot(imp, out_dir / f"{name}.marginals.png", "JSB Chorales: predicted marginals")
             lines += ["", f"Figure: `{png}`."]
         lines += [""]
     lines += ["Conclusions (from this study's trials):", "", *conclusions_lines(importance_conclusions(imp))]

@@ -213,13 +213,32 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
         tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
         lines += (["Claims:", "", *claims_table(tested), ""] if tested else [])
-        for what in cfg.table.get("analysis") or []:  # a study's further report (Greff et al.'s: reproduce/odyssey.py)
-            from reproduce import odyssey
-
-            ccfg = study.column_config(name, preset, [], next(iter(cfg.study.columns)))
-            lines += [f"`python reproduce/fig_{what}_{cfg.table.paper}.py --preset {preset} --collect`:", "",
-                      *odyssey.analyse(ccfg, recs, None, importance=what == "importance"), ""]
+        for what in cfg.table.get("analysis") or []:  # a study's further report
+            lines += [f"`python reproduce/{analysis_script(cfg, what)}.py --preset {preset} --collect`:", "",
+                      *analysis(cfg, what, recs, None), ""]
     return lines, status
+
+
+def analysis_script(cfg, what: str) -> str:
+    return f"search_{cfg.table.paper}" if what == "search" else f"fig_{what}_{cfg.table.paper}"
+
+
+def analysis(cfg, what: str, recs: list[dict], out_dir: Path | None, overrides=()) -> list[str]:
+    """A study table's further report (``table.analysis``): Greff et al.'s ``variants`` and ``importance``
+    (reproduce/odyssey.py), the architecture search's leaderboard ``search`` (reproduce/arch_search.py); its figures
+    go to ``out_dir`` (None: none, as for docs/results.md)."""
+    if what == "search":
+        from reproduce import arch_search
+
+        rows = arch_search.leaderboard(cfg, recs)
+        lines = arch_search.leaderboard_lines(cfg, rows) if rows else ["No finished baseline yet."]
+        if out_dir is not None and rows:
+            lines += ["", *(f"Figure: `{p}`" for p in arch_search.best_graphs(rows, out_dir, cfg.table.name))]
+        return lines
+    from reproduce import odyssey
+
+    ccfg = study.column_config(cfg.table.name, cfg.preset, list(overrides), next(iter(cfg.study.columns)))
+    return odyssey.analyse(ccfg, recs, out_dir, importance=what == "importance")
 
 
 def _label(name: str, tab: dict) -> str:

@@ -131,26 +131,32 @@ def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str 
 
     rows = args.cells
     prog = f"reproduce/{name}.py"
+    if cfg.get("search"):  # the architecture search: its baselines are a study table, then the candidates
+        from reproduce import arch_search
+
+        work = arch_search.work
+    else:
+        work = study.work
     with config.usage_errors(prog), config.errors_as_messages(prog, (datamodules.DataError,), 2):
         if args.worker is not None:  # one of the --workers processes: its trials, then back
             import torch
 
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-            study.work(name, preset, args.overrides, rows, args.storage, args.worker)
+            work(name, preset, args.overrides, rows, args.storage, args.worker)
             return []
         if not args.collect:
             console.print(f"[bold]{name}[/]: preset [bold]{preset}[/], {cfg.study.trials} trial(s) per cell and "
                           f"task ({cfg.study.sampler} search), {args.workers} worker(s)")
             if args.launcher:
                 failed = study.submit(name, preset, args.overrides, rows, args.storage, args.workers, args.launcher,
-                                      args.hydra)
+                                      args.hydra, work)
             elif args.workers > 1:
                 own = [a for a in (sys.argv[1:] if argv is None else argv)]
                 own = [a for i, a in enumerate(own) if a != "--workers" and (i == 0 or own[i - 1] != "--workers")
                        and not a.startswith("--workers=")]
                 failed = study.run_workers(name, args.workers, own)
             else:
-                study.work(name, preset, args.overrides, rows, args.storage)
+                work(name, preset, args.overrides, rows, args.storage)
                 failed = 0
             if failed:
                 raise SystemExit(f"{prog}: {failed} worker(s) failed; run the same command again to continue")
@@ -162,10 +168,8 @@ def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str 
     out = report.table(cfg, name, points, records, preset, out_dir=out_dir)
     if analysis:
         from fileio import atomic_write_text
-        from reproduce import odyssey
 
-        lines = odyssey.analyse(study.column_config(name, preset, args.overrides, next(iter(cfg.study.columns))),
-                                records, out_dir, importance=analysis == "importance")
+        lines = report.analysis(cfg, analysis, records, out_dir, args.overrides)
         path = atomic_write_text(out_dir / f"{name}.{analysis}.md", "\n".join(lines) + "\n")
         console.print("\n".join(lines), markup=False)
         console.print(f"written: {path} (figures beside it)")

@@ -351,8 +351,9 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
     return ran
 
 
-def _trial(study, trial, cfg, name, row, column, values, hp, folder, budget, worker) -> None:
-    """Train one trial as an ordinary run and tell the study its objective (a diverged run: a counted failure)."""
+def _trial(study, trial, cfg, name, row, column, values, hp, folder, budget, worker, extra=None) -> None:
+    """Train one trial as an ordinary run and tell the study its objective (a diverged run: a counted failure);
+    ``extra``: more labels for its record (the architecture search's graph)."""
     import optuna
 
     from reproduce import grid, train
@@ -365,7 +366,7 @@ def _trial(study, trial, cfg, name, row, column, values, hp, folder, budget, wor
                                       f"{k.rsplit('.', 1)[-1]}={v}" for k, v in hp.items()))
     labels = {"table": name, "paper": cfg.table.paper, "row": row, "column": column, "grid": dict(values),
               "notes": "; ".join(cfg.table.notes or []), "role": "trial", "trial": number,
-              "study": study.study_name, "hparams": hp}
+              "study": study.study_name, "hparams": hp, **(extra or {})}
     try:
         with run_lock(folder):
             record = train.run(point, folder, name=f"{name}/{row}/{column}/t{number}", labels=labels)
@@ -389,15 +390,18 @@ def _trial(study, trial, cfg, name, row, column, values, hp, folder, budget, wor
 def best(cfg: DictConfig, records: list[dict]) -> list[dict]:
     """The records a study table shows: per (row, column), the trial best by ``study.objective`` (its
     ``metrics[table.metric]`` = its ``study.report`` metric, ``best_of`` = the number of trials) and the re-runs of
-    its setting with other seeds (``--seeds``); a cell whose trials all failed: one failed record."""
-    s, metric = cfg.study, cfg.table.metric
-    sign = 1 if s.direction == "maximize" else -1
+    its setting with other seeds (``--seeds``); a cell whose trials all failed: one failed record. A column whose
+    ``set`` names its own ``study.objective`` / ``direction`` / ``report`` (a column of another task, e.g. Greff's
+    TIMIT error) is judged by those (``column_study``)."""
+    metric = cfg.table.metric
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         if r.get("role") in ("trial", "rerun"):
             groups.setdefault((r["row"], r["column"]), []).append(r)
     out = []
-    for recs in groups.values():
+    for (_, column), recs in groups.items():
+        s = column_study(cfg, column)
+        sign = 1 if s.direction == "maximize" else -1
         trials = _newest([r for r in recs if r["role"] == "trial"], "trial")
         ok = [r for r in trials if not results.failure(r) and isinstance(r["metrics"].get(s.objective), (int, float))]
         if not ok:
@@ -411,6 +415,17 @@ def best(cfg: DictConfig, records: list[dict]) -> list[dict]:
         out += [{**r, "best_of": len(trials), "metrics": {**r["metrics"], metric: r["metrics"].get(s.report)}}
                 for r in chosen]
     return out
+
+
+def column_study(cfg: DictConfig, column: str) -> DictConfig:
+    """``study.objective``, ``direction`` and ``report`` of one column: the table's, unless the column's ``set`` gives
+    its own (the keys ``column_config`` sets for its trials)."""
+    keys = ("objective", "direction", "report")
+    s = {k: cfg.study[k] for k in keys}
+    spec = (cfg.study.get("columns") or {}).get(column)
+    settings = (spec.get("set") if spec is not None else None) or {}
+    s.update({k: settings[f"study.{k}"] for k in keys if f"study.{k}" in settings})
+    return OmegaConf.create(s)
 
 
 def _newest(recs: list[dict], key: str) -> list[dict]:
@@ -446,8 +461,10 @@ def run_workers(name: str, workers: int, argv: list[str]) -> int:
     return sum(p.wait() != 0 for p in procs)
 
 
-def submit(name: str, preset: str, overrides, only_rows, storage, workers: int, launcher: str, hydra) -> int:
-    """``--launcher slurm | submitit_local``: ``workers`` submitit jobs, each a ``work`` loop on the same storage
+def submit(name: str, preset: str, overrides, only_rows, storage, workers: int, launcher: str, hydra,
+           loop=None) -> int:
+    """``--launcher slurm | submitit_local``: ``workers`` submitit jobs, each a ``work`` loop (or ``loop``, e.g. the
+    architecture search's) on the same storage
     (SLURM settings as ``hydra.launcher.<key>=<value>``: partition, account, timeout_min, gpus_per_node, ...);
     waits for them -> the number that failed."""
     import submitit
@@ -462,7 +479,7 @@ def submit(name: str, preset: str, overrides, only_rows, storage, workers: int, 
         params[key] = int(value) if value.isdigit() else value
     ex.update_parameters(**params)
     url = storage_url(cfg, name, storage)
-    jobs = [ex.submit(work, name, preset, list(overrides), only_rows, url, i) for i in range(workers)]
+    jobs = [ex.submit(loop or work, name, preset, list(overrides), only_rows, url, i) for i in range(workers)]
     console.print(f"{len(jobs)} {launcher} job(s): {', '.join(j.job_id for j in jobs)} (logs in {folder})")
     failed = 0
     for j in jobs:

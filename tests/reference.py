@@ -50,7 +50,21 @@ class Reference:
     gates: tuple[str, ...]  # the gates the cell exposes (docs/cells.md; a removed or constant gate is absent)
 
 
-REFERENCES: dict[str, Reference] = {}
+class _References(dict):
+    """The hand-written reference steps by name, and for a registered graph cell (``cells/graphcell.py``) the slow
+    interpreter of its graph below: a registered graph needs no hand-written reference."""
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name) or _graph_cell(name) is not None
+
+    def __missing__(self, name):
+        cls = _graph_cell(name)
+        if cls is None:
+            raise KeyError(name)
+        return Reference(_graph_step, cls.graph.has_cell_state, ())
+
+
+REFERENCES: dict[str, Reference] = _References()
 
 
 def reference(name: str, *, cell_state: bool = True, gates: str = "ifo"):
@@ -204,6 +218,39 @@ def _mut3(p, x, h, act, sig):
 
 def _tanh_rnn(p, x, h, act):
     return (act(mv(p.W, x) + mv(p.U, h) + p.b),), {}
+
+
+# ---- any graph cell (cells/graph.py): its graph interpreted node by node ---------------------------------------------
+
+
+def _graph_cell(name):
+    import cells
+
+    try:
+        cls = cells.get(name)
+    except ValueError:
+        return None
+    return cls if getattr(cls, "graph", None) is not None else None
+
+
+def _graph_step(p, x, h, c, s):
+    """One step of a graph cell read off its graph alone, one node at a time, no stacked matrices: the k-th map of the
+    canonical text is W_k e (+ b_k) with W_k = p.W_k reading x, p.U_k otherwise (docs/cells.md, "Cells as graphs")."""
+    g, val = p.graph, {}
+    for i, v in enumerate(g.nodes):  # canonical graphs list each node after its operands
+        e = [val[j] for j in v.args]
+        if v.op in ("x", "h", "c"):
+            val[i] = {"x": x, "h": h, "c": c}[v.op]
+        elif v.op == "one":
+            val[i] = torch.ones_like(h)
+        elif v.op == "lin":
+            W = getattr(p, f"W_{v.k}") if g.nodes[v.args[0]].op == "x" else getattr(p, f"U_{v.k}")
+            val[i] = mv(W, e[0]) + (getattr(p, f"b_{v.k}") if v.bias else 0.0)
+        elif v.op in ("tanh", "sigmoid", "relu"):
+            val[i] = ACT[v.op](e[0])
+        else:
+            val[i] = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b}[v.op](*e)
+    return tuple(val[o] for o in g.outputs), {}
 
 
 # ---- one registered reference step per cell of docs/cells.md --------------------------------------------------------

@@ -448,12 +448,13 @@ def test_news20_six_subjects_and_glove_fallback(news20, data, home, monkeypatch)
 
 
 def test_registry():
-    assert D.names() == ["arith", "imdb", "iwslt14", "music", "news20", "pixel_mnist", "ptb", "row_mnist", "wmt14",
-                         "xml"]
+    assert D.names() == ["arith", "iam_online", "imdb", "iwslt14", "memorize", "music", "news20", "pixel_mnist",
+                         "ptb", "row_mnist", "timit", "wmt14", "xml"]
     dm = D.build("row_mnist", batch_size=8)
     assert isinstance(dm, D.MNIST) and (dm.seq_len, dm.input_size, dm.num_classes) == (28, 28, 10)
     assert D.build("imdb").vocab_size == 20000 and D.build("news20", labels="6").num_classes == 6
-    with pytest.raises(ValueError, match=r"unknown task 'imbd'. Did you mean 'imdb'\? Valid tasks: arith, imdb, "):
+    with pytest.raises(ValueError, match=r"unknown task 'imbd'. Did you mean 'imdb'\? Valid tasks: arith, "
+                                         r"iam_online, imdb, "):
         D.build("imbd")
     with pytest.raises(ValueError, match=r"'num_word' \(did you mean 'num_words'\?\).*Valid: num_words, maxlen"):
         D.build("imdb", num_word=5000)

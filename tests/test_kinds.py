@@ -71,12 +71,13 @@ def next_row(monkeypatch):
 
 
 def test_the_built_in_kinds_and_an_unknown_one():
-    assert kinds.names() == ["classification", "language_model", "next_step", "translation"]
+    assert kinds.names() == ["classification", "language_model", "next_step", "sequence_labelling", "translation"]
     assert kinds.of(config.compose(None, "smoke", ["task=ptb"])).name == "language_model"
     assert kinds.of(config.compose(None, "smoke", ["task=ptb_next"])).name == "next_step"
     assert kinds.of(config.compose(None, "smoke", ["task=imdb"])).name == "classification"
     with pytest.raises(ValueError, match="unknown task kind 'translaton' \\(did you mean 'translation'\\?\\); valid: "
-                                         "classification, language_model, next_step, translation"):
+                                         "classification, language_model, next_step, sequence_labelling, "
+                                         "translation"):
         kinds.get("translaton")
 
 

@@ -62,21 +62,59 @@ def test_welch_tables_are_scipys_with_bonferroni():
     assert rows[odyssey.VANILLA]["p"] is None
 
 
-def test_fanova_ranks_a_planted_strong_hyper_parameter_first():
-    space = study.load_space("greff")
-    rng = random.Random(0)
+def _planted(objective, n=80, seed=0):
+    rng = random.Random(seed)
     recs = []
-    for _ in range(60):
+    for _ in range(n):
         hp = {"task.net.hidden": rng.randint(20, 200),
               "optim.lr": math.exp(rng.uniform(math.log(1e-6), math.log(1e-2))),
               "optim.kwargs.momentum": 1 - math.exp(rng.uniform(math.log(0.01), 0.0)),
               "task.net.noise_std": rng.uniform(0, 1)}
-        nll = 5 + 3 * (math.log10(hp["optim.lr"]) + 4) ** 2 + 0.05 * rng.gauss(0, 1)  # the learning rate decides
-        recs.append({"hparams": hp, "metrics": {"test/nll": nll}})
+        recs.append({"hparams": hp, "metrics": {"test/nll": objective(hp) + 0.05 * rng.gauss(0, 1)}})
+    return recs
+
+
+def test_fanova_ranks_a_planted_strong_hyper_parameter_first_and_predicts_its_marginal():
+    space = study.load_space("greff")
+    recs = _planted(lambda hp: 5 + 3 * (math.log10(hp["optim.lr"]) + 4) ** 2)  # the learning rate decides
     imp = odyssey.importances(recs, space, "test/nll")
     assert sum(imp["single"].values()) == pytest.approx(1.0, abs=1e-6)
     assert max(imp["single"], key=imp["single"].get) == "optim.lr" and imp["single"]["optim.lr"] > 0.8
-    assert 0.0 <= imp["interactions"] < 0.25
+    assert 0.0 <= imp["interactions"] < 0.1 and 0.0 <= imp["rest"] <= 1.0
+    curve = imp["marginals"]["optim.lr"]  # on the log10 axis: the minimum near lr = 1e-4, spread reported
+    assert [round(x, 6) for x, _, _ in curve[::len(curve) - 1]] == [-6.0, -2.0]
+    best = min(curve, key=lambda r: r[1])
+    assert -5.0 < best[0] < -3.0 and curve[0][1] > best[1] + 5 and all(sd >= 0 for _, _, sd in curve)
+    flat = [m for _, m, _ in imp["marginals"]["task.net.noise_std"]]
+    assert max(flat) - min(flat) < 0.2 * (curve[0][1] - best[1])  # an unimportant one: a flat marginal
+
+
+def test_fanova_finds_a_planted_pairwise_interaction():
+    space = study.load_space("greff")
+    recs = _planted(lambda hp: 5 + 4 * (math.log10(hp["optim.lr"]) + 4) * (hp["task.net.noise_std"] - 0.5))
+    imp = odyssey.importances(recs, space, "test/nll")
+    first, second = sorted(imp["pairs"].values(), reverse=True)[:2]
+    pair = max(imp["pairs"], key=imp["pairs"].get)  # (the forest of 80 trials also gives the two some main effect)
+    assert set(pair) == {"optim.lr", "task.net.noise_std"} and first > 0.3 and first > 5 * second
+    assert imp["interactions"] > odyssey.INTERACTIONS_SMALL
+    verdict = [v for says, _, v in odyssey.importance_conclusions(imp)
+               if says.startswith("the hyper-parameters interact")]
+    assert verdict == ["not reproduced"]
+
+
+def test_the_cap_counts_a_diverged_trial_as_knowing_nothing():
+    cfg = config.compose("fig_variants_odyssey", "smoke")
+    cap = odyssey.worst(cfg)
+    assert cap == pytest.approx(88 * math.log(2), abs=1e-4)
+    ok = {"role": "trial", "row": "nfg", "metrics": {"val/nll": 9.0, "test/nll": 9.1}}
+    huge = {"role": "trial", "row": "nfg", "metrics": {"val/nll": 2e5, "test/nll": 2.4e5}}
+    nan = {"role": "trial", "row": "nfg", "status": "failed", "failure": "non-finite training loss at epoch 1",
+           "metrics": {"stopped": "non-finite training loss at epoch 1"}}
+    killed = {"role": "trial", "row": "nfg", "status": "failed", "failure": "SIGKILL", "metrics": {}}
+    recs = odyssey.trials(cfg, [ok, huge, nan, killed])["nfg"]
+    assert recs == [ok, huge, nan]  # a killed trial is run again by the study: left out
+    assert [odyssey.value(r, "test/nll", cap) for r in recs] == [9.1, cap, cap]
+    assert odyssey.top(recs, "val/nll", cap) == [ok]
 
 
 def test_a_smoke_study_of_every_variant_end_to_end(workdir):

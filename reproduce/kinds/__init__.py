@@ -2,7 +2,7 @@
 chosen (``kinds.of(cfg)``, from ``task.kind`` of ``conf/task/<task>.yaml``).
 
     from reproduce import kinds
-    kinds.names()                                # ['classification', 'language_model', 'next_step', 'translation']
+    kinds.names()              # ['classification', 'language_model', 'next_step', 'sequence_labelling', 'translation']
     kind = kinds.of(cfg)                         # the kind of cfg.task.kind
     record = reproduce.kit.run(kind, cfg, run_dir)
 
