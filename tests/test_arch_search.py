@@ -47,6 +47,18 @@ def fake_trial(st, trial, cfg, name, row, column, values, hp, folder, budget, wo
 fake_trial.calls = 0
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_cells():
+    """The search registers its candidates' graph cells in this process: unregister them after each test, so the
+    tests that run over every registered cell (tests/test_cells.py, test_gpu_check.py) see the 26 and no more."""
+    import cells
+
+    before = set(cells.names())
+    yield
+    for name in set(cells.names()) - before:
+        cells.registry.unregister(name)
+
+
 @pytest.fixture
 def fake(monkeypatch, workdir):
     monkeypatch.setattr(arch_search, "train_trial", fake_trial)
