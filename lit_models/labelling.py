@@ -21,11 +21,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 
 import cells
 
 from .callbacks import stop_if_nonfinite
+from .classifier import SumRatio
 
 TARGETS = {"frames": "error", "ctc": "cer"}  # the metric of each target
 IGNORE = -100  # the frame labels of padding
@@ -105,24 +106,6 @@ def sequence_losses(logits: Tensor, batch, target: str, blank: int = 0) -> Tenso
     return F.ctc_loss(logp, y, lengths, y_lengths, blank=blank, reduction="none", zero_infinity=True)
 
 
-class ErrorRate(Metric):
-    """Errors / units pooled over a split (wrong frames / frames; edit distance / reference characters)."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("errors", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("units", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, errors: int, units: int) -> None:
-        self.errors += errors
-        self.units += units
-
-    def compute(self) -> Tensor:
-        return (self.errors / self.units).float() if self.units > 0 else torch.tensor(math.nan)
-
-
 class Labeller(L.LightningModule):
     """Trains a ``LabellerNet`` with SGD (``lr``; ``sgd``: momentum, nesterov) on ``target`` ("frames" | "ctc")
     batches; logs ``<split>/error`` or ``<split>/cer`` and ``<split>/loss`` per epoch."""
@@ -135,7 +118,7 @@ class Labeller(L.LightningModule):
         self.net, self.target, self.metric, self.blank = net, target, TARGETS[target], blank
         self.lr, self.sgd, self.config = lr, sgd, config or {}
         self.nonfinite: str | None = None
-        self.rate = {s: ErrorRate() for s in ("train", "val", "test")}
+        self.rate = {s: SumRatio() for s in ("train", "val", "test")}
         self.loss = {s: MeanMetric() for s in ("train", "val", "test")}
         self._metrics = nn.ModuleList([*self.rate.values(), *self.loss.values()])  # moved with the module
 
@@ -150,7 +133,7 @@ class Labeller(L.LightningModule):
             else:
                 errors, units = char_errors(logits, lengths, y, y_lengths, self.blank)
                 self.loss[split].update(losses.mean(), weight=len(x))  # per sequence
-            self.rate[split].update(errors, units)
+            self.rate[split].update(torch.tensor(float(errors)), units)  # errors / units pooled over the split
         self.log(f"{split}/{self.metric}", self.rate[split], on_step=False, on_epoch=True, prog_bar=split != "train")
         self.log(f"{split}/loss", self.loss[split], on_step=False, on_epoch=True, prog_bar=split == "train")
         return losses.sum() / len(x)

@@ -40,7 +40,6 @@ from omegaconf import DictConfig
 
 from reproduce import config, results, study
 from reproduce.console import console
-from reproduce.locks import alive
 
 NAME = "search_jozefowicz"
 PASSED, FILTERED = "passed", "filtered"
@@ -112,11 +111,11 @@ def finished(S: Search, cell: str, column: str) -> list:
     """The finished trials of ``cell`` on ``column``, best first (none when the study does not exist)."""
     import optuna
 
-    sname = study.study_name(S.name, S.preset, cell, column)
-    if sname not in {x.study_name for x in optuna.get_all_study_summaries(S.store)}:
+    try:  # one lookup by name (listing every study of the storage would grow with the search)
+        st = optuna.load_study(study_name=study.study_name(S.name, S.preset, cell, column), storage=S.store)
+    except KeyError:
         return []
-    trials = optuna.load_study(study_name=sname, storage=S.store).get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trials = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return sorted(trials, key=lambda t: (-t.value, t.number))
 
 
@@ -274,17 +273,6 @@ def evaluate(S: Search, st, trial) -> None:
     st.tell(trial, score(bests, refs))
 
 
-def _reap(st) -> None:
-    """Candidates whose worker (on this host) is gone: failed, and enqueued again with the same graph."""
-    import optuna
-
-    for t in st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if "worker" in t.user_attrs and not alive(t.user_attrs["worker"]):
-            st._storage.set_trial_user_attr(t._trial_id, "retried", f"worker {t.user_attrs['worker']} is gone")
-            st._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            st.enqueue_trial({}, user_attrs={k: v for k, v in t.user_attrs.items() if k != "worker"})
-
-
 def _proposed(trials) -> set[int]:
     import optuna
 
@@ -306,7 +294,7 @@ def work(name: str, preset: str, overrides=(), only_rows=None, storage: str | No
     while limit is None or done < limit:
         with study.locked(S.lock):
             st = candidates(S)
-            _reap(st)
+            study.reap(st, keep=None)  # a dead worker's candidate: again, with its graph and all
             trials = st.get_trials(deepcopy=False)
             ks = _proposed(trials)
             waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]

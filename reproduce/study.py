@@ -247,27 +247,28 @@ def check(cfg: DictConfig, name: str, preset: str, overrides, points) -> None:
                 train.check(grid.point_config(ccfg, values))
 
 
-def retry(study, trial, why: str) -> None:
-    """Give up ``trial`` (killed, interrupted) and enqueue its hyper-parameters again with its run folder, where the
-    retry resumes from ``last.ckpt``."""
+def retry(study, trial, why: str, keep=("run_dir", "first")) -> None:
+    """Give up ``trial`` (killed, interrupted) and enqueue its hyper-parameters again with the user attributes
+    ``keep`` (its run folder, where the retry resumes from ``last.ckpt``; None: all but the worker's), ``first`` its
+    number."""
     import optuna
 
     with contextlib.suppress(Exception):  # already finished by the dying process
         study._storage.set_trial_user_attr(trial._trial_id, "retried", why)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in ("run_dir", "first")}
+    attrs = {k: v for k, v in trial.user_attrs.items() if (k in keep if keep is not None else k != "worker")}
     attrs.setdefault("first", trial.number)
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
-def reap(study) -> int:
-    """Retry the running trials whose worker process on this host is gone -> how many."""
+def reap(study, keep=("run_dir", "first")) -> int:
+    """Retry the running trials whose worker process on this host is gone (``retry``'s ``keep``) -> how many."""
     import optuna
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if "worker" in t.user_attrs and not alive(t.user_attrs["worker"]):
-            retry(study, t, f"worker {t.user_attrs['worker']} is gone")
+            retry(study, t, f"worker {t.user_attrs['worker']} is gone", keep)
             n += 1
     return n
 

@@ -69,6 +69,19 @@ class TaskKind:
         return {}
 
 
+def check_sgd(cfg: DictConfig, what: str, verb: str = "train", hint: str = "") -> None:
+    """The kinds that train with plain SGD (the next-step tasks, Greff's sequence labelling): ``optim=sgd`` with no
+    schedule of ours, and only momentum and nesterov as further arguments. ``what`` (and its ``verb``) name the
+    tasks in the messages; ``hint`` adds to the first."""
+    o = cfg.optim
+    if o.name != "sgd" or o.schedule != "none" or o.eta0 is not None:
+        raise ValueError(f"{what} {verb} with SGD (optim=sgd, optim.kwargs for momentum and nesterov{hint}), got "
+                         f"optim.name={o.name!r}, schedule={o.schedule!r}")
+    unknown = sorted(set(o.kwargs) - {"momentum", "nesterov"})
+    if unknown:
+        raise ValueError(f"optim.kwargs: {', '.join(unknown)}; valid for {what}: momentum, nesterov")
+
+
 def register_kind(name: str):
     """Class decorator: ``@register_kind("music")`` makes ``task.kind: music`` run through the class."""
 

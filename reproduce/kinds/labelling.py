@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_models.labelling import TARGETS, Labeller, LabellerNet, evaluate, load_net
 from reproduce import kit
-from reproduce.kinds import TaskKind, register_kind
+from reproduce.kinds import TaskKind, check_sgd, register_kind
 
 MONITORS = {f"val/{m}" for m in TARGETS.values()}
 
@@ -35,13 +35,7 @@ class SequenceLabelling(TaskKind):
                      "is not implemented")
 
     def check(self, cfg: DictConfig) -> None:
-        o = cfg.optim
-        if o.name != "sgd" or o.schedule != "none" or o.eta0 is not None:
-            raise ValueError(f"sequence labelling trains with SGD (optim=sgd, optim.kwargs for momentum and "
-                             f"nesterov), got optim.name={o.name!r}, schedule={o.schedule!r}")
-        unknown = sorted(set(o.kwargs) - {"momentum", "nesterov"})
-        if unknown:
-            raise ValueError(f"optim.kwargs: {', '.join(unknown)}; valid for sequence labelling: momentum, nesterov")
+        check_sgd(cfg, "sequence labelling", "trains")
         if cfg.task.monitor not in MONITORS:
             raise ValueError(f"task.monitor={cfg.task.monitor!r}; valid: {', '.join(sorted(MONITORS))}")
         if not isinstance(cfg.task.net.get("hidden"), int) or cfg.task.net.hidden < 1:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_models.next_step import NextStep, NextStepNet, evaluate, load_net, schedule
 from lit_models.sizing import largest, next_step_params
 from reproduce import kit
-from reproduce.kinds import TaskKind, register_kind
+from reproduce.kinds import TaskKind, check_sgd, register_kind
 
 
 def sizes(cfg: DictConfig, dm) -> dict:
@@ -41,14 +41,7 @@ class NextStepKind(TaskKind):
                      "would need every rank to own whole rows (not implemented)")
 
     def check(self, cfg: DictConfig) -> None:
-        o = cfg.optim
-        if o.name != "sgd" or o.schedule != "none" or o.eta0 is not None:
-            raise ValueError(f"next-step tasks train with SGD (optim=sgd, optim.kwargs for momentum and nesterov; "
-                             f"task.schedule picks the schedule: search, music, none), got optim.name={o.name!r}, "
-                             f"schedule={o.schedule!r}")
-        unknown = sorted(set(o.kwargs) - {"momentum", "nesterov"})
-        if unknown:
-            raise ValueError(f"optim.kwargs: {', '.join(unknown)}; valid for next-step tasks: momentum, nesterov")
+        check_sgd(cfg, "next-step tasks", hint="; task.schedule picks the schedule: search, music, none")
         schedule(cfg.task.schedule, 1.0)  # an unknown schedule lists the valid ones
         if cfg.task.monitor not in ("val/acc", "val/nll"):
             raise ValueError(f"task.monitor={cfg.task.monitor!r}; valid: val/acc, val/nll")
