@@ -206,6 +206,11 @@ class Cell(nn.Module):
             if fb is not None and hasattr(self, "b_f"):
                 self.b_f.fill_(fb)
 
+    def diagonal_offsets(self) -> dict[str, float]:
+        """Parameters whose diagonal the cell adds a constant to after ``init`` (name -> the constant): none here; a
+        graph cell's Linear(a, x) maps (cells/graphcell.py)."""
+        return {}
+
     @classmethod
     def count(cls, m: int, n: int) -> int:
         """The paper's parameter count of one direction of one layer with input size m, hidden size n: ``formula``

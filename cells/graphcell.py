@@ -71,10 +71,18 @@ class GraphCell(Cell):
         """The cell's ``init``, then sec. 3.2's Linear(a, x): "the scalar value a is added to its diagonal entries"."""
         super().reset_parameters()
         with torch.no_grad():
-            for i in self.graph.linears():
-                v = self.graph.nodes[i]
-                if v.a:
-                    self._weight(i).diagonal().add_(v.a)
+            for name, a in self.diagonal_offsets().items():
+                getattr(self, name).diagonal().add_(a)
+
+    def diagonal_offsets(self) -> dict[str, float]:
+        """The weights of the Linear(a, x) maps with a != 0 -> a: what ``reset_parameters`` adds to their diagonal
+        after the init (sec. 3.2)."""
+        out = {}
+        for i in self.graph.linears():
+            v = self.graph.nodes[i]
+            if v.a:
+                out[f"W_{v.k}" if self.graph.reads_x(i) else f"U_{v.k}"] = float(v.a)
+        return out
 
     def _weight(self, i):
         k = self.graph.nodes[i].k

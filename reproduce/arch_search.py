@@ -29,6 +29,7 @@ search's three steps): every step here proposes a new candidate.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import socket
@@ -320,8 +321,13 @@ def leaderboard(cfg: DictConfig, recs: list[dict]) -> list[dict]:
     its status (filtered, stopped at a task, passed, or running) and its score (eq. 1)."""
     s, obj = cfg.search, cfg.study.objective
     per: dict[str, dict[str, list[dict]]] = {}
+    tried: dict[str, dict[str, int]] = {}  # trials per cell and task, failed (diverged) ones too: evaluate counts them
     for r in recs:
-        if r.get("role") == "trial" and not results.failure(r) and isinstance(r["metrics"].get(obj), (int, float)):
+        if r.get("role") != "trial":
+            continue
+        tried.setdefault(r["row"], {}).setdefault(r["column"], 0)
+        tried[r["row"]][r["column"]] += 1
+        if not results.failure(r) and isinstance(r["metrics"].get(obj), (int, float)):
             per.setdefault(r["row"], {}).setdefault(r["column"], []).append(r)
 
     def bests(cell):
@@ -340,13 +346,15 @@ def leaderboard(cfg: DictConfig, recs: list[dict]) -> list[dict]:
         if r.get("role") == "trial" and "candidate" in r:
             found.setdefault(r["row"], r)
     for cell, r in found.items():
-        b, n = bests(cell), {c: len(rs) for c, rs in per.get(cell, {}).items()}
+        b, n = bests(cell), tried.get(cell, {})
         status, value = "running", None
-        if s.filter.column in b and b[s.filter.column] < float(s.filter.threshold):
-            status, value = FILTERED, 0.0
+        if n.get(s.filter.column) and b.get(s.filter.column, 0.0) < float(s.filter.threshold):
+            status, value = FILTERED + (" (diverged)" if s.filter.column not in b else ""), 0.0
         elif s.filter.column in b:
             for c in s.stages:
                 if c not in b:
+                    if n.get(c, 0) >= int(s.stage_trials):  # every trial there diverged: evaluate stops it
+                        status, value = f"stopped at {c}", 0.0
                     break
                 if b[c] < float(s.advance) * refs[c] and n[c] >= int(s.stage_trials):
                     status, value = f"stopped at {c}", b[c] / refs[c]
@@ -425,3 +433,54 @@ def dot_text(g, title: str) -> str:
     for out, i in zip(graph.OUTPUTS, g.outputs):
         lines += [f'  "{out}" [shape=ellipse, style=bold];', f'  n{i} -> "{out}";']
     return "\n".join([*lines, "}"]) + "\n"
+
+
+# ---- what this search cost, and what the paper's would --------------------------------------------------------------
+
+TIMING = Path(__file__).resolve().parents[1] / "results" / "timing"
+
+
+def cost_lines(cfg: DictConfig, recs: list[dict], timing: Path | None = None) -> list[str]:
+    """This search's size and summed trial time (from its records) beside the paper's, and what the paper's search
+    would cost from the per-batch times ``python -m reproduce.search_cost`` measured at the paper's sizes (its
+    committed JSON; none: said so)."""
+    trials = [r for r in recs if r.get("role") == "trial"]
+    if not trials:
+        return []
+    cands = {r["row"] for r in trials if "candidate" in r}
+    wall = sum(r.get("wall_s") or 0.0 for r in trials)
+    paper = config.compose(cfg.table.name, "paper")
+    lines = [f"Size: {len(cands)} candidates and {len(trials)} trials ({wall / 3600:.2f} core-hours, the trials' own "
+             f"sum) at {cfg.preset}, against the paper's {int(paper.search.candidates):,} architectures and 230,000 "
+             f"trials at 25K-5M parameters with up to {int(paper.trainer.max_epochs)} epochs each (sec. 3.4): "
+             f"about 1/{round(230_000 / len(trials)):,} of its trials, on tasks made small enough to train in "
+             f"seconds."]
+    path = (timing or TIMING) / f"{cfg.table.name}.json"
+    if not path.exists():
+        return [*lines, "", "The `paper` preset's cost: not measured yet (`python -m reproduce.search_cost`)."]
+    t = json.loads(path.read_text())
+    cell = next(c for c in t if isinstance(t[c], dict) and "core_hours" in t[c])
+    est = t[cell]
+    from reproduce.compare import markdown_table
+
+    rows = {f"{r['task']} {r['budget']}": r for r in t["rows"] if r["cell"] == cell}
+    body = [[k, f"{rows[k]['hidden']}", f"{rows[k]['params']:,}", f"{rows[k]['setup_s']:.1f}",
+             f"{1e3 * rows[k]['train_batch_s']:.1f} x {rows[k]['train_batches']:,}",
+             f"{1e3 * rows[k]['val_batch_s']:.1f} x {rows[k]['val_batches']:,}", f"{v['epoch_s'] / 60:.1f}",
+             " to ".join(f"{s / 3600:.2f}" for s in dict.fromkeys(v["trial_s"]))]
+            for k, v in est["per_task"].items()]
+    lo, hi = est["core_hours"]
+    return [*lines, "", f"The `paper` preset's cost, measured by `python -m reproduce.search_cost` (git {t['git']}, "
+            f"{t['created'][:10]}; {t['machine']}; the {cell} on the eager backend, {t['batches']} batches of each "
+            f"kind timed per task through the real run path):", "",
+            *markdown_table(["task", "units", "params", "set-up s", "ms per training batch x batches",
+                             "ms per validation batch x batches", "min per epoch", "core-hours per trial"], body), "",
+            f"A trial runs {t['paper']['memorize_epochs']} epochs on Memorize (the quick preset's filter; the paper "
+            f"gives none) and between the search schedule's fewest ({t['paper']['min_epochs']}) and the epoch limit "
+            f"({t['paper']['max_epochs']}) on the tasks. "
+            f"The paper's "
+            f"{t['paper']['architectures']:,} filter trials and {t['paper']['settings']:,} task trials then cost "
+            f"{lo:,.0f} core-hours (every trial on the cheapest task, at the fewest epochs) to {hi:,.0f} "
+            f"(every trial on the dearest, at the limit): {lo / 24 / 1000:,.1f} to {hi / 24 / 1000:,.0f} days on "
+            f"1,000 cores. The paper does not say how its trials split over the tasks; it ran on GPUs (no GPU was "
+            f"lent to measure one)."]

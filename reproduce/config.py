@@ -78,7 +78,8 @@ def _hydra_value(value) -> str:
     return json.dumps(value)  # numbers, quoted strings, true/false, null
 
 
-def _override(key: str, value) -> str:
+def override(key: str, value) -> str:
+    """The override that sets ``key`` to ``value`` (any YAML value), whether the key exists or not."""
     return f"++{key}={_hydra_value(value)}"
 
 
@@ -116,7 +117,7 @@ def compose(experiment: str | None = None, preset: str = "quick", overrides: lis
         changes = OmegaConf.to_container(node, resolve=False) if node is not None else {}
         # `groups: {optim: adam}` picks another option of a config group (a whole file, not a merge into the old one)
         extra = [f"{group}={option}" for group, option in (changes.pop("groups", None) or {}).items()]
-        extra += [_override(k, v) for k, v in _leaves(changes)]
+        extra += [override(k, v) for k, v in _leaves(changes)]
         try:
             cfg = hydra_compose("config", overrides=head + extra + list(overrides))
         except (HydraException, OmegaConfBaseException) as e:

@@ -28,7 +28,8 @@ def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
         unknown = [c for c in only_rows if c not in values]
         if unknown:
             raise ValueError(f"--cells: {', '.join(unknown)} not in this table's rows for this preset: "
-                             f"{', '.join(map(str, values))} (override grid.rows.values to add cells)")
+                             f"{', '.join(map(str, values))}; on a grid table, a registered cell (`python -m cells` "
+                             f"lists them) runs as an extra row")
         values = [v for v in values if v in only_rows]
     # per-row settings (e.g. a learning rate that suits one cell): grid.rows.overrides.<row value>.<config key>
     extra = {r: dict(rows.get("overrides", None) or {}).get(r) or {} for r in values}

@@ -36,11 +36,17 @@ BEGIN, END = "<!-- BEGIN generated: python -m reproduce.report (status) -->", "<
 
 # ---- one table ---------------------------------------------------------------------------------------------------
 
+def seeds_only(cfg, records: list[dict]) -> list[dict]:
+    """The architecture search's table shows its seeds (the candidates' trials are its leaderboard's); others: all."""
+    return [r for r in records if "candidate" not in r] if cfg.get("search") else records
+
+
 def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, show: Console | None = console,
           curves: bool = True) -> list[dict]:
     """Published beside reproduced for table ``name`` at ``preset`` (``compare.compare``'s lines), printed to
     ``show`` and written to ``out_dir`` (None: not written), with the curves of every run as PNG."""
     t = cfg.table
+    records = seeds_only(cfg, records)
     if cfg.get("study"):  # a table of random searches: per cell its best trial (and that setting's re-runs)
         records = study.best(cfg, records)
     spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
@@ -155,8 +161,8 @@ def scripts() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {p: [] for p in PAPERS}
     experiments = set(config.experiments())
     for path in sorted((REPO / "reproduce").glob("*_*.py")):
-        # the tables, and the figures made from a study of their own (an experiment config of that name)
-        if path.stem.startswith("table") or (path.stem.startswith("fig_") and path.stem in experiments):
+        # the tables, and the figures and searches made from a study of their own (an experiment config of that name)
+        if path.stem.startswith("table") or (path.stem.startswith(("fig_", "search_")) and path.stem in experiments):
             paper = path.stem.rsplit("_", 1)[1]
             out.setdefault(paper, []).append(path.stem)
     return out
@@ -194,7 +200,7 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
         seeds = _seeds(recs)
         out = table(cfg, name, points, recs, preset, out_dir=None, show=_quiet(), curves=False)
         ran = [o for o in out if o["status"] == "ok"]
-        status[preset] = (len({(r["row"], r["column"]) for r in recs}), len(points))
+        status[preset] = (len({(r["row"], r["column"]) for r in seeds_only(cfg, recs)}), len(points))
         metric = cfg.table.metric
         decimals = compare.decimals(metric)
         # a study's wall time is that of all its trials; a grid's, that of the newest run of each point and seed
@@ -234,7 +240,8 @@ def analysis(cfg, what: str, recs: list[dict], out_dir: Path | None, overrides=(
         lines = arch_search.leaderboard_lines(cfg, rows) if rows else ["No finished baseline yet."]
         if out_dir is not None and rows:
             lines += ["", *(f"Figure: `{p}`" for p in arch_search.best_graphs(rows, out_dir, cfg.table.name))]
-        return lines
+        cost = arch_search.cost_lines(cfg, recs)
+        return [*lines, *([""] + cost if cost else [])]
     from reproduce import odyssey
 
     ccfg = study.column_config(cfg.table.name, cfg.preset, list(overrides), next(iter(cfg.study.columns)))

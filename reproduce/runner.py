@@ -81,6 +81,11 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
     preset = args.preset or config.default_preset(args.launcher)
     with config.usage_errors(f"reproduce/{name}.py"):  # a mistake in what was asked: its message, exit 2
         cfg = config.compose(name, preset, args.overrides)
+        if extra := _extra_rows(cfg, args.cells):  # an override, so that every job and worker has the same grid
+            console.print(f"[yellow]{', '.join(extra)}: not among this table's rows; trained as extra rows (no "
+                          f"published number)[/]")
+            args.overrides.append(config.override("grid.rows.values", [*cfg.grid.rows["values"], *extra]))
+            cfg = config.compose(name, preset, args.overrides)
         points = grid.grid_points(cfg, args.cells)
         if not args.collect and not cfg.table.get("source"):  # what can fail before the data is read fails now
             from reproduce import train
@@ -122,6 +127,18 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
     if failed:
         raise SystemExit(failed)
     return out
+
+
+def _extra_rows(cfg, names) -> list[str]:
+    """The cells of ``--cells`` that are registered but not among the rows of a table whose rows are cells (a cell
+    found by the architecture search, one of cells/graphs.yaml): a researcher's own cell on a paper's table. A name
+    that is no cell is left to ``grid.grid_points``' error (the table's rows listed)."""
+    import cells
+
+    rows = cfg.grid.rows
+    if not names or rows.key != "cell.name" or cfg.get("study"):
+        return []
+    return [c for c in names if c not in rows["values"] and c in cells.names()]
 
 
 def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str | None = None) -> list[dict]:

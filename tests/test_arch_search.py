@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import time
@@ -209,3 +210,57 @@ def test_the_smoke_search_runs_end_to_end(workdir):
     again = subprocess.run([sys.executable, str(REPO / "reproduce" / "search_jozefowicz.py"), "--preset", "smoke",
                             "--collect", *OVR], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "3 candidates" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+# The quick search's best cell (docs/results.md, "search_jozefowicz": g_41bfaed832, its records' `graph`). x enters
+# it outside a map (x - W(...)), so it needs m = n, as MUT1-2 do: row MNIST (m = 28) runs it with 28 units.
+FOUND = ("v1 = sigmoid(Wb(h) + Wb(Wb(Wb(x, 0.9)), 0.9)); h' = h * tanh(v1) + tanh(x - W(h * sigmoid(Wb(x) + W(h)))) "
+         "* (1 - v1)")
+
+
+def test_a_found_cell_registered_by_name_trains_on_row_mnist_and_ptb_through_the_table_scripts(workdir, monkeypatch,
+                                                                                              capsys):
+    import cells
+    from cells import graphcell
+    from reproduce import runner
+
+    monkeypatch.setenv("GATEZOO_COMPILE", "0")
+    path = workdir / "graphs.yaml"
+    path.write_text(f'found_quick:\n  text: "{FOUND}"\n  note: the quick search\'s best\n')
+    assert graphcell.load_graphs(path) == ["found_quick"] and "found_quick" in cells.names()
+    assert cells.get("found_quick").graph.text == FOUND  # the search's canonical text, unchanged
+    with pytest.raises(SystemExit, match="2"):  # a usage error, before any data is read
+        runner.main("table2_simplified", ["--preset", "smoke", "--cells", "found_quick", *OVR])
+    assert "set cell.hidden_size=28" in capsys.readouterr().err
+    for table, column, metric, extra in (("table2_simplified", "eta0=1e-3", (0.0, 1.0), ["cell.hidden_size=28"]),
+                                         ("table3_jozefowicz", "5M-tst", (1.0, 20.0), [])):
+        out = {(o["row"], o["column"]): o for o in runner.main(table, ["--preset", "smoke", "--cells", "found_quick",
+                                                                        *extra, *OVR])}
+        o = out[("found_quick", column)]
+        assert o["status"] == "ok" and metric[0] < o["mean"] < metric[1] and o["published"] is None, (table, o)
+        rec = [r for r in results.load_records(workdir / "results", table=table) if r["row"] == "found_quick"][0]
+        assert rec["cell"] == "found_quick" and rec["params"] > 0
+    with pytest.raises(SystemExit, match="2"):
+        runner.main("table2_simplified", ["--preset", "smoke", "--cells", "found_quikc", *OVR])
+    assert re.search(r"found_quikc not in this table's rows.*python -m cells", capsys.readouterr().err)
+
+
+def test_the_leaderboard_counts_a_diverged_filter_trial_as_filtered():
+    """A candidate whose one memorisation trial diverged (a failed record, no accuracy) is filtered, as ``evaluate``
+    decides, not left "running"; one with every stage trial diverged stops there."""
+    cfg = config.compose(arch_search.NAME, "quick")
+
+    def rec(row, column, acc=None, **extra):
+        r = {"table": arch_search.NAME, "paper": "jozefowicz", "row": row, "column": column, "seed": 0,
+             "preset": "quick", "role": "trial", "metrics": {} if acc is None else {"val/acc": acc}, **extra}
+        return r | ({"status": "failed", "failure": "non-finite training loss"} if acc is None else {})
+
+    recs = [rec(c, t, 0.5) for c in ("lstm", "gru") for t in ("Arith", "XML")]
+    recs += [rec("g_a", "Memorize", None, candidate=0, graph="h' = tanh(Wb(x) + W(h))", parent="gru")]
+    recs += [rec("g_b", "Memorize", 0.99, candidate=1, graph="h' = tanh(Wb(x) + Wb(h))", parent="gru")]
+    recs += [rec("g_b", "Arith", None, candidate=1, graph="h' = tanh(Wb(x) + Wb(h))", parent="gru")
+             for _ in range(int(cfg.search.stage_trials))]
+    recs += [rec("g_c", "Memorize", 0.99, candidate=2, graph="h' = relu(Wb(x) + W(h))", parent="gru")]
+    status = {r["cell"]: r["status"] for r in arch_search.leaderboard(cfg, recs)}
+    assert status == {"lstm": "seed", "gru": "seed", "g_a": "filtered (diverged)", "g_b": "stopped at Arith",
+                      "g_c": "running"}

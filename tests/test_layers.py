@@ -1,5 +1,5 @@
-"""The code's layers and lint, as CI checks them: import-linter's contracts (pyproject.toml: ``reproduce`` and
-``bench`` on ``lit_models`` on ``cells`` and ``datamodules``; ``fileio`` importable by all; no import cycle inside
+"""The code's layers and lint, as CI checks them: import-linter's contracts (pyproject.toml: ``bench`` on
+``reproduce`` on ``lit_models`` on ``cells`` and ``datamodules``; ``fileio`` importable by all; no import cycle inside
 any package) and ruff's rules. Run here too, so the README's test command alone catches a broken layer."""
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def test_scripts_run_as_files_and_unknown_input_lists_the_valid_choices(workdir,
     assert res.returncode == 0, res.stderr
     assert "53200" in res.stdout and "13300" in res.stdout and "3400" in res.stdout
     for args, message in [(["cell.hiden_size=3"], "valid keys under cell"),
-                          (["--cells", "gru"], "gru not in this table"),
+                          (["--cells", "gruu"], "gruu not in this table"),  # a registered cell would be an extra row
                           (["task.name=mnist"], "Valid tasks"),
                           (["grid.rows.values=[lstmx]"], "Valid cells"),
                           (["optim.name=adamw"], "unknown optimizer 'adamw'; valid: ")]:

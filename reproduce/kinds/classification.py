@@ -32,6 +32,14 @@ def input_size(cfg: DictConfig) -> int:
 
 @register_kind("classification")
 class Classification(TaskKind):
+    def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
+        c, m = cfg.cell, input_size(cfg)
+        if cells.get(c.name).square_only and m != c.hidden_size:  # what building the cell would say after the data
+            raise ValueError(f"{c.name} adds its input to a hidden-sized vector, so it needs input_size == "
+                             f"hidden_size; this task's input is {m} wide and cell.hidden_size={c.hidden_size}: set "
+                             f"cell.hidden_size={m}")
+
     def build_net(self, cfg: DictConfig, dm) -> RNNClassifier:
         c, net = cfg.cell, OmegaConf.to_container(cfg.task.net, resolve=True)
         front = net.pop("front", "none")
