@@ -202,8 +202,16 @@ def main(argv=None) -> list[dict]:
     args = ap.parse_args(argv)
     if args.tiny:
         args.tasks, args.preset, args.batches, args.warmup, args.out = TINY, "smoke", 6, 1, ""
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # a caller's (a test process's) threads as they were
+
+
+def _run(args) -> list[dict]:
     header = (f"`python -m bench.e2e{' --tiny' if args.tiny else ''}` ({datetime.datetime.now():%Y-%m-%d %H:%M}, "
               f"git {kit.git_revision()}): torch {torch.__version__}, {platform.processor() or platform.machine()} "
               f"({os.cpu_count()} cores), {torch.get_num_threads()} threads, preset {args.preset}, {args.batches} "

@@ -412,9 +412,53 @@ def best_graphs(rows: list[dict], out_dir: Path, name: str, top: int = 3) -> lis
             png = dot.with_suffix(".png")
             subprocess.run(["dot", "-Tpng", str(dot), "-o", str(png)], check=False)
             out.append(png if png.exists() else dot)
-        else:
-            out.append(dot)
+        else:  # no Graphviz: the picture as text beside the .dot
+            txt = dot.with_suffix(".txt")
+            txt.write_text(f"{r['cell']}: {r['graph']}\n\n" + text_picture(graph.parse(r["graph"])) + "\n")
+            out.append(txt)
     return out
+
+
+def text_picture(g) -> str:
+    """A graph drawn as text: each output a tree down to the inputs; a node read twice is drawn once and named
+    (v1, v2, ...) where it recurs."""
+    from cells import graph
+
+    names = {"lin": "W", "add": "+", "sub": "-", "mul": "*", "one": "1"}
+    reads: dict[int, int] = {}
+    for v in g.nodes:
+        for j in v.args:
+            reads[j] = reads.get(j, 0) + 1
+    for o in g.outputs:
+        reads[o] = reads.get(o, 0) + 1
+    shared = {i: f"v{k + 1}" for k, i in enumerate(i for i in sorted(reads) if reads[i] > 1
+                                                      and g.nodes[i].op not in graph.LEAVES)}
+    drawn: set[int] = set()
+
+    def label(i):
+        v = g.nodes[i]
+        text = names.get(v.op, v.op)
+        if v.op == "lin":
+            text = ("Wb" if v.bias else "W") + (f" (+{v.a:g} I)" if v.a else "")
+        return text + (f"  [{shared[i]}]" if i in shared else "")
+
+    def tree(i, prefix, last, lines):
+        branch = "└─ " if last else "├─ "
+        if i in drawn:
+            lines.append(f"{prefix}{branch}{shared[i]}")
+            return
+        lines.append(prefix + branch + label(i))
+        if i in shared:
+            drawn.add(i)
+        args = g.nodes[i].args
+        for k, j in enumerate(args):
+            tree(j, prefix + ("   " if last else "│  "), k == len(args) - 1, lines)
+
+    lines = []
+    for out, i in zip(graph.OUTPUTS, g.outputs):
+        lines.append(out)
+        tree(i, "", True, lines)
+    return "\n".join(lines)
 
 
 def dot_text(g, title: str) -> str:

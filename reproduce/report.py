@@ -240,6 +240,11 @@ def analysis(cfg, what: str, recs: list[dict], out_dir: Path | None, overrides=(
         lines = arch_search.leaderboard_lines(cfg, rows) if rows else ["No finished baseline yet."]
         if out_dir is not None and rows:
             lines += ["", *(f"Figure: `{p}`" for p in arch_search.best_graphs(rows, out_dir, cfg.table.name))]
+            top = next((r for r in rows if r["graph"]), None)
+            if top:  # the best found graph drawn in the console too
+                from cells import graph
+
+                lines += ["", f"{top['cell']}:", "```", arch_search.text_picture(graph.parse(top["graph"])), "```"]
         cost = arch_search.cost_lines(cfg, recs)
         return [*lines, *([""] + cost if cost else [])]
     from reproduce import odyssey

@@ -264,3 +264,17 @@ def test_the_leaderboard_counts_a_diverged_filter_trial_as_filtered():
     status = {r["cell"]: r["status"] for r in arch_search.leaderboard(cfg, recs)}
     assert status == {"lstm": "seed", "gru": "seed", "g_a": "filtered (diverged)", "g_b": "stopped at Arith",
                       "g_c": "running"}
+
+
+def test_a_graph_is_drawn_as_text_without_graphviz(tmp_path, monkeypatch):
+    """The text picture (no Graphviz here): each output a tree down to the inputs, a node read twice named once."""
+    from cells import graph
+
+    pic = arch_search.text_picture(graph.parse(graph.REFERENCE["lstm"]))
+    lines = pic.splitlines()
+    assert lines[0] == "h'" and lines[1] == "└─ *" and lines[-2:] == ["c'", "└─ v1"]  # c' is the node h' drew
+    assert pic.count("[v1]") == 1 and pic.count("└─ x") == 4 and pic.count("c") == 2  # 4 maps read x; c and c'
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    rows = [{"cell": "g_1", "graph": graph.REFERENCE["gru"]}]
+    (txt,) = arch_search.best_graphs(rows, tmp_path, "s")
+    assert txt.suffix == ".txt" and "h'" in txt.read_text() and txt.with_suffix(".dot").exists()
