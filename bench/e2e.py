@@ -51,7 +51,7 @@ TASKS = {
     "ptb_awd": ("table1_g2lstm", None),
     "ptb_zaremba": ("table3_jozefowicz", None),
     "iwslt": ("table2_g2lstm", None),
-    "music": ("table2_jozefowicz", "Nottingham"),
+    "music": ("table2_jozefowicz", "N"),  # Nottingham
     "arith": ("table1_jozefowicz", "Arith"),
 }
 TINY = ["row_mnist", "arith"]
