@@ -13,7 +13,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 PROTOCOLS = ("holdout", "paper")
 
@@ -68,7 +68,11 @@ class EpochSeeded:
 
 
 class Examples(Dataset):
-    """Rows ``index`` of (x, y), each x passed through ``transform`` (e.g. MNIST's standardisation) when given."""
+    """Rows ``index`` of (x, y), each x passed through ``transform`` (e.g. MNIST's standardisation) when given.
+
+    A loader fetches a whole batch at once (``__getitems__``: one indexing and one transform of the batch, then
+    ``collate`` passes it through): per-example fetching and stacking cost row MNIST 1 ms per batch of 32, as much as
+    the model's step. The numbers are the same: the transforms are element-wise."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, transform=None):
         self.x, self.y, self.index, self.transform = x, y, index, transform
@@ -80,6 +84,20 @@ class Examples(Dataset):
         j = self.index[i]
         x = self.x[j]
         return (self.transform(x) if self.transform else x), self.y[j]
+
+    def __getitems__(self, indices: list) -> Batch:
+        x, y = self[torch.as_tensor(indices, dtype=torch.long)]
+        return Batch((x, y))
+
+
+class Batch(tuple):
+    """(x, y) of a whole batch, already stacked (``Examples.__getitems__``): ``collate`` hands it on as it is."""
+
+
+def collate(samples):
+    """The loaders' collate function: a ``Batch`` as it is ([x, y], as PyTorch's default collates (x, y) examples),
+    anything else by PyTorch's default."""
+    return list(samples) if isinstance(samples, Batch) else default_collate(samples)
 
 
 class ToLong:
@@ -150,7 +168,7 @@ class TaskDataModule(L.LightningDataModule):
             raise RuntimeError(f"{type(self).__name__}: call prepare_data() and setup() before asking for loaders")
         # a generator of its own: the data order depends on `seed` only, not on how much RNG the model's init used
         g = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=g,
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=g, collate_fn=collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

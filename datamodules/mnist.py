@@ -90,11 +90,12 @@ class MNIST(TaskDataModule):
 
 
 class Normalize:
-    """uint8 image (784,) -> float (T, m): (x - shift) / scale. A class, not a lambda: loader workers pickle it."""
+    """uint8 images (..., 784) -> float (..., T, m): (x - shift) / scale. A class, not a lambda: loader workers pickle
+    it."""
 
     def __init__(self, shift: torch.Tensor, scale: torch.Tensor, shape: tuple[int, int]):
         self.shift, self.scale, self.shape = shift, scale, shape
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        return ((img.float() - self.shift) / self.scale).view(self.shape)
+        return ((img.float() - self.shift) / self.scale).view(*img.shape[:-1], *self.shape)
 

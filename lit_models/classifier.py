@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from .callbacks import stop_if_nonfinite
+from .callbacks import log_epoch, stop_if_nonfinite
 
 
 class SumRatio(Metric):
@@ -59,6 +59,7 @@ class SequenceClassifier(L.LightningModule):
         splits = dict.fromkeys((*self.eval_splits, "test"))  # test_step logs test/* too
         self.acc = nn.ModuleDict({s: SumRatio() for s in splits})  # one metric object per split (and loader)
         self.mean_loss = nn.ModuleDict({s: SumRatio() for s in splits})
+        self.train_acc, self.train_loss = SumRatio(), SumRatio()  # the epoch's example-weighted means
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -75,10 +76,11 @@ class SequenceClassifier(L.LightningModule):
         loss, correct = self.loss_and_correct(self(x), y)
         if stop_if_nonfinite(self, loss, batch_idx):
             return None  # Lightning then skips backward and the optimizer step
-        # sync_dist: under DDP the epoch's means are taken over every rank's batches (once, at the epoch's end)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
-        self.log("train/acc", correct.float() / len(y), on_step=False, on_epoch=True, batch_size=len(y),
-                 sync_dist=True)
+        # the metric objects: Lightning computes the epoch's means (summed over the ranks under DDP) and resets them
+        self.train_loss.update(loss.detach() * len(y), len(y))
+        self.train_acc.update(correct, len(y))
+        log_epoch(self, "train/loss", self.train_loss, prog_bar=True)
+        log_epoch(self, "train/acc", self.train_acc)
         return loss
 
     def _eval_log(self, split: str, batch) -> None:
@@ -86,9 +88,9 @@ class SequenceClassifier(L.LightningModule):
         loss, correct = self.loss_and_correct(self(x), y)
         self.acc[split].update(correct, len(y))
         self.mean_loss[split].update(loss.detach().double() * len(y), len(y))
-        # the metric objects: Lightning computes them at the epoch's end (summed over the ranks under DDP) and resets
-        self.log(f"{split}/loss", self.mean_loss[split], add_dataloader_idx=False)
-        self.log(f"{split}/acc", self.acc[split], prog_bar=split == self.eval_splits[0], add_dataloader_idx=False)
+        log_epoch(self, f"{split}/loss", self.mean_loss[split], add_dataloader_idx=False)
+        shown = split == self.eval_splits[0]
+        log_epoch(self, f"{split}/acc", self.acc[split], prog_bar=shown, add_dataloader_idx=False)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         self._eval_log(self.eval_splits[dataloader_idx], batch)

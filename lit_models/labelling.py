@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 
 import cells
 
-from .callbacks import stop_if_nonfinite
+from .callbacks import log_epoch, stop_if_nonfinite
 from .classifier import SumRatio
 
 TARGETS = {"frames": "error", "ctc": "cer"}  # the metric of each target
@@ -134,8 +134,8 @@ class Labeller(L.LightningModule):
                 errors, units = char_errors(logits, lengths, y, y_lengths, self.blank)
                 self.loss[split].update(losses.mean(), weight=len(x))  # per sequence
             self.rate[split].update(torch.tensor(float(errors)), units)  # errors / units pooled over the split
-        self.log(f"{split}/{self.metric}", self.rate[split], on_step=False, on_epoch=True, prog_bar=split != "train")
-        self.log(f"{split}/loss", self.loss[split], on_step=False, on_epoch=True, prog_bar=split == "train")
+        log_epoch(self, f"{split}/{self.metric}", self.rate[split], prog_bar=split != "train")
+        log_epoch(self, f"{split}/loss", self.loss[split], prog_bar=split == "train")
         return losses.sum() / len(x)
 
     def training_step(self, batch, batch_idx: int):

@@ -26,7 +26,8 @@ from torchmetrics import Metric
 
 import cells
 
-from .callbacks import stop_if_nonfinite
+from .callbacks import log_epoch, stop_if_nonfinite
+from .classifier import SumRatio
 from .nt_asgd import NTASGD, nonmonotonic
 from .regularizers import LockedDropout, embedded_dropout
 
@@ -163,6 +164,8 @@ class LanguageModel(L.LightningModule):
         self.last_val_ppl: float | None = None  # of the weights the next checkpoint holds (averaged if averaging)
         self.nonfinite: str | None = None
         self.train_ppl, self.val_ppl, self.test_ppl = Perplexity(), Perplexity(), Perplexity()
+        self.mean_ce = {s: SumRatio() for s in ("train", "val", "test")}  # the logged <split>/loss
+        self._ce_metrics = nn.ModuleList(self.mean_ce.values())  # moved with the module
         self._hidden = {"train": None, "eval": None}
         self._seq_len = bptt
         self._eval_weights = ExitStack()
@@ -188,6 +191,7 @@ class LanguageModel(L.LightningModule):
     def on_train_epoch_start(self) -> None:  # not called when a run resumes mid-epoch: both come from the checkpoint
         self._hidden["train"] = None
         self.train_ppl.reset()
+        self.mean_ce["train"].reset()
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._seq_len = batch[0].shape[1]
@@ -201,8 +205,9 @@ class LanguageModel(L.LightningModule):
         if stop_if_nonfinite(self, loss, batch_idx):
             return None  # Lightning then skips backward and the optimizer step
         self.train_ppl.update(ce.detach(), y.numel())
-        self.log("train/loss", ce, on_step=False, on_epoch=True, batch_size=y.numel())
-        self.log("train/ppl", self.train_ppl, on_step=False, on_epoch=True, prog_bar=True)
+        self.mean_ce["train"].update(ce.detach() * y.numel(), y.numel())
+        log_epoch(self, "train/loss", self.mean_ce["train"])
+        log_epoch(self, "train/ppl", self.train_ppl, prog_bar=True)
         return loss
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
@@ -236,8 +241,9 @@ class LanguageModel(L.LightningModule):
         ce = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         ppl = self.val_ppl if split == "val" else self.test_ppl
         ppl.update(ce, y.numel())
-        self.log(f"{split}/loss", ce, batch_size=y.numel())
-        self.log(f"{split}/ppl", ppl, prog_bar=True)
+        self.mean_ce[split].update(ce.detach() * y.numel(), y.numel())
+        log_epoch(self, f"{split}/loss", self.mean_ce[split])
+        log_epoch(self, f"{split}/ppl", ppl, prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_start()
@@ -282,14 +288,15 @@ class LanguageModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lm"] = {"val_losses": list(self.val_losses), "asgd_epoch": self.asgd_epoch,
                             "stopped": self.stopped, "val_ppl": self.last_val_ppl, "net": dict(self.net.kwargs),
-                            "config": self.config,  # and what a run resumed mid-epoch carries on with:
-                            "hidden": self._hidden["train"], "train_ppl": dict(self.train_ppl.metric_state)}
+                            "config": self.config,  # and what a run resumed mid-epoch carries on with (the epoch's
+                            # train/ppl and train/loss so far: lit_models.callbacks.Resume, as for every logged metric)
+                            "hidden": self._hidden["train"]}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         lm = checkpoint["lm"]
         self.val_losses, self.asgd_epoch, self.stopped = list(lm["val_losses"]), lm["asgd_epoch"], lm["stopped"]
         self.last_val_ppl, self._hidden["train"] = lm["val_ppl"], lm.get("hidden")
-        for name, value in lm.get("train_ppl", {}).items():
+        for name, value in lm.get("train_ppl", {}).items():  # a checkpoint from before Resume saved metric objects
             setattr(self.train_ppl, name, value)
 
 

@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 
 import cells
 
-from .callbacks import stop_if_nonfinite
+from .callbacks import log_epoch, stop_if_nonfinite
 from .language_model import repackage
 
 
@@ -183,8 +183,8 @@ class NextStep(L.LightningModule):
                 right = right[mask]
             if right.numel():
                 self.acc[split].update(right)
-            self.log(f"{split}/acc", self.acc[split], on_step=False, on_epoch=True, prog_bar=split != "train")
-        self.log(f"{split}/nll", self.nll[split], on_step=False, on_epoch=True, prog_bar=split == "train")
+            log_epoch(self, f"{split}/acc", self.acc[split], prog_bar=split != "train")
+        log_epoch(self, f"{split}/nll", self.nll[split], prog_bar=split == "train")
         return nll.sum() / len(x)  # summed over steps, divided by the minibatch size (sec. 3.7)
 
     def on_train_epoch_start(self) -> None:

@@ -14,7 +14,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from .callbacks import stop_if_nonfinite
+from .callbacks import log_epoch, stop_if_nonfinite
+from .classifier import SumRatio
 from .language_model import Perplexity, with_progress
 from .seq2seq import Seq2Seq, beam_search, greedy
 
@@ -27,21 +28,24 @@ class Translator(L.LightningModule):
         super().__init__()
         self.net, self.optimizer_factory, self.config = net, optimizer, config or {}
         self.val_ppl = Perplexity()
+        self.train_nll, self.val_nll = SumRatio(), SumRatio()  # token-weighted mean NLL of the epoch
         self.nonfinite: str | None = None
 
     def training_step(self, batch, batch_idx: int):
         loss, tokens = self.net.loss(batch.src, batch.src_lengths, batch.tgt)
         if stop_if_nonfinite(self, loss, batch_idx):
             return None
-        self.log("train/nll", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=tokens, sync_dist=True)
+        self.train_nll.update(loss.detach() * tokens, tokens)
+        log_epoch(self, "train/nll", self.train_nll, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, tokens = self.net.loss(batch.src, batch.src_lengths, batch.tgt)
         self.val_ppl.update(loss, tokens)
-        # sync_dist: under DDP the token-weighted sum and the token count are each summed over the ranks
-        self.log("val/nll", loss, batch_size=tokens, sync_dist=True)
-        self.log("val/ppl", self.val_ppl, prog_bar=True)  # the metric object: Lightning computes it at epoch end
+        self.val_nll.update(loss.detach() * tokens, tokens)
+        # the metric objects: Lightning computes them at the epoch's end (summed over the ranks under DDP) and resets
+        log_epoch(self, "val/nll", self.val_nll)
+        log_epoch(self, "val/ppl", self.val_ppl, prog_bar=True)
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
