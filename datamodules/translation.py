@@ -25,7 +25,8 @@ Sources (``source=``):
 - ``"paper25k"`` (iwslt14): the same text, but a 25K joint sub-word vocabulary (subword-nmt ``--total-symbols``) and
   training pairs with a side over 64 sub-words dropped (G2-LSTM, Li et al. 2018).
 - ``"wmt30k"`` (wmt14): fairseq's prepare-wmt14en2de.sh --icml17 (Europarl v7, Common Crawl, News Commentary v9)
-  with the paper's choices: 30,000 joint BPE merges (fairseq: 40,000), validation on newstest2012+newstest2013 (not
+  with the paper's choices: a 30K joint sub-word vocabulary (subword-nmt ``--total-symbols``; fairseq: 40,000 merges),
+  training pairs with a side over 64 sub-words dropped, validation on newstest2012+newstest2013 (not
   cleaned; fairseq validates on every 100th training pair) and test on the full newstest2014 (3,003). It cannot
   run offline; sacremoses and subword-nmt run in one process, so preparing ~4.5M pairs takes hours and several GB.
 
@@ -214,9 +215,10 @@ RECIPES = {
     "paper25k": Recipe("iwslt14", 25_000, True, 175, 64,
                        "prepare-iwslt14.sh's text with the paper's 25K joint sub-word vocabulary, training pairs over "
                        "64 sub-words dropped"),
-    "wmt30k": Recipe("wmt14", 30_000, False, 250, None,
+    "wmt30k": Recipe("wmt14", 30_000, True, 250, 64,
                      "Europarl v7, Common Crawl and News Commentary v9 as fairseq's prepare-wmt14en2de.sh --icml17 "
-                     "prepares them, with the paper's 30,000 joint BPE merges"),
+                     "prepares them, with the paper's 30K joint sub-word vocabulary, training pairs over 64 sub-words "
+                     "dropped"),
 }
 SOURCES_OF = {"iwslt14": ("offline", "fairseq10k", "paper25k"), "wmt14": ("offline", "wmt30k")}
 NAMES = {"iwslt14": "IWSLT'14", "wmt14": "WMT'14"}
@@ -272,11 +274,18 @@ def prepare_iwslt14(root: Path, recipe: Recipe) -> dict:
     with step(f"IWSLT'14: learning {recipe.symbols:,} BPE symbols on train.de + train.en"):
         codes = learn_bpe(text["train"]["de"] + text["train"]["en"], recipe.symbols, recipe.total_symbols)
     text = _bpe_all(text, codes)
-    if recipe.max_subwords:
-        keep = [i for i, (x, y) in enumerate(zip(text["train"]["de"], text["train"]["en"]))
-                if max(x.count(" "), y.count(" ")) + 1 <= recipe.max_subwords]
-        text["train"] = {lang: [v[i] for i in keep] for lang, v in text["train"].items()}
+    text["train"] = _drop_long(text["train"], recipe.max_subwords)
     return {"text": text, "raw": {}, "codes": codes, "lowercased": True}
+
+
+def _drop_long(train: dict, max_subwords: int | None) -> dict:
+    """The training pairs whose sides both have at most ``max_subwords`` sub-words (None: all). Li et al. 2018: "In
+    both datasets, we removed the sentences with more than 64 sub-word units in training"."""
+    if not max_subwords:
+        return train
+    keep = [i for i, (x, y) in enumerate(zip(train["de"], train["en"]))
+            if max(x.count(" "), y.count(" ")) + 1 <= max_subwords]
+    return {lang: [v[i] for i in keep] for lang, v in train.items()}
 
 
 def prepare_wmt14(roots: dict, recipe: Recipe) -> dict:
@@ -309,7 +318,7 @@ def prepare_wmt14(roots: dict, recipe: Recipe) -> dict:
         codes = learn_bpe(train["en"] + train["de"], recipe.symbols, recipe.total_symbols)
     text = _bpe_all(text, codes)
     de, en = clean_corpus(text["train"]["de"], text["train"]["en"], 1.5, 1, recipe.max_len)
-    text["train"] = {"de": de, "en": en}
+    text["train"] = _drop_long({"de": de, "en": en}, recipe.max_subwords)
     return {"text": text, "raw": raw, "codes": codes, "lowercased": False}
 
 

@@ -10,7 +10,8 @@ The paper draws the FIRST DECODER LAYER of its IWSLT'14 De->En translation model
 ``--models table2_g2lstm`` does exactly that with G2 Table 2's de-en models (teacher-forcing the reference
 translations of ``--pairs`` training pairs drawn at random with the seed; fewer when the training set is smaller, and
 the figure says how many). The default, ``--models table1_g2lstm``, reads Table 1's PTB language models instead
-(layer ``--layer`` on the first ``--tokens`` test tokens).
+(layer ``--layer`` on the first ``--tokens`` test tokens): an extension, not a figure of the paper, and its titles and
+printed header say so.
 
     python reproduce/table2_g2lstm.py --preset quick && python reproduce/fig_gates_g2lstm.py --models table2_g2lstm
     python reproduce/table1_g2lstm.py --preset quick && python reproduce/fig_gates_g2lstm.py [--layer 0] [--tokens N]
@@ -154,20 +155,21 @@ def main(argv=None) -> dict:
     read, dm_cache = mt_gates if translation else lm_gates, {}
 
     values, stats, what = {}, None, ""
+    ext = "" if translation else ", extended to PTB"  # the paper's figures come from the De->En decoder only
     for cell in args.cells:
         values[cell], words, one, what = read(runs[cell], args, dm_cache)
         if stats is None:
-            stats = Table(title=f"G2 Figures 1/3: gate values of {what} (preset {args.preset})")
+            stats = Table(title=f"G2 Figures 1/3{ext}: gate values of {what} (preset {args.preset})")
             for col in ("cell", "gate", "< 0.1", "> 0.9", "mean"):
                 stats.add_column(col, justify="left" if col in ("cell", "gate") else "right")
         for g, v in values[cell].items():
             stats.add_row(cell, g, f"{(v < 0.1).float().mean():.3f}", f"{(v > 0.9).float().mean():.3f}",
                           f"{v.mean():.3f}")
         png = plot_gate_heatmap(words, one, out_dir / f"{stem}.{cell}.png",
-                                title=f"{cell}: gates of {what.split(' on ')[0]} per token (G2 Figure 4)")
+                                title=f"{cell}: gates of {what.split(' on ')[0]} per token (G2 Figure 4{ext})")
         console.print(f"heat map: {png}")
     hist = plot_gate_histograms(values, out_dir / f"{stem}.hist.png",
-                                title=f"Input and forget gates, {what.split(' (')[0]} (G2 Figures 1 and 3)")
+                                title=f"Input and forget gates, {what.split(' (')[0]} (G2 Figures 1 and 3{ext})")
     console.print(stats)
     console.print(f"histograms: {hist}")
     return values

@@ -6,10 +6,12 @@ published numbers beside the reproduced ones and draw the curves.
     python reproduce/table2_simplified.py --collect            # the table from results/ without training
     python reproduce/table2_simplified.py --collect --wandb-project me/gatezoo
     python reproduce/table2_simplified.py --launcher slurm --seeds 3 hydra.launcher.partition=gpu   # one job a point
+    python reproduce/table1_simplified.py --workers 2          # two local processes, one core each, one grid
 
 A grid point that already has a record for this preset and seed is not run again (``--force`` reruns it); one that
 was interrupted (killed, preempted: see ``lit_models.callbacks.Resume``) resumes from its ``last.ckpt``; one that
-another live process is training (its ``run.lock``) is skipped, so several copies of a script can share one grid; a
+another live process is training (its ``run.lock``) is skipped, so several copies of a script can share one grid
+(``--workers N`` starts N, each on its share of the cores); a
 failed one (non-finite loss) reads "failed" in the table. Under the ``quick`` and ``smoke`` presets the reported test
 accuracy is the one at the epoch of best VALIDATION accuracy (a split of train); under ``paper`` it is the best test
 accuracy over epochs, as the authors' code early-stopped and checkpointed on the test set.
@@ -44,10 +46,10 @@ def parse_args(argv, name: str):
                     help="run the grid as Hydra multirun jobs, one per (row, column, seed): slurm submits them to "
                          "SLURM (default preset: paper), submitit_local runs them as local processes; hydra.launcher.* "
                          "overrides configure it (hydra.launcher.partition=gpu hydra.launcher.timeout_min=720)")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="N processes on this machine, each on its share of the cores (one torch thread per core), "
+                         "sharing the grid or the study; for a study, N jobs with --launcher")
     study = ap.add_argument_group("tables made of random-search studies (reproduce/study.py)")
-    study.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="N processes on this machine (each its share of the cores), or N jobs with --launcher, "
-                            "working on the same study storage")
     study.add_argument("--storage", metavar="URL", help="the Optuna storage: sqlite:///file.db (default: "
                        "results/studies/<table>.db), journal:/path/file.journal, or an RDB URL")
     study.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one of --workers' processes
@@ -99,16 +101,30 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
                     train.check(grid.point_config(cfg, values))
     if cfg.get("study"):
         return _study_table(name, preset, cfg, points, args, argv, analysis)
-    if args.workers > 1 or args.storage:
-        raise SystemExit(f"reproduce/{name}.py: error: --workers and --storage are for tables made of studies; "
-                         f"{name} is a grid (several copies of the script share it: see --help)")
-    console.print(f"[bold]{name}[/]: preset [bold]{preset}[/] (protocol {cfg.protocol}), {args.seeds} seed(s)")
+    if args.storage:
+        raise SystemExit(f"reproduce/{name}.py: error: --storage is for tables made of studies; {name} is a grid")
+    if args.workers > 1 and args.launcher:
+        raise SystemExit(f"reproduce/{name}.py: error: a grid's --launcher runs one job per grid point; --workers N "
+                         f"is for N processes on this machine")
+    console.print(f"[bold]{name}[/]: preset [bold]{preset}[/] (protocol {cfg.protocol}), {args.seeds} seed(s)"
+                  + (f", {args.workers} workers" if args.workers > 1 else ""))
     root = Path(cfg.paths.results)
     failed = None
     if not args.collect and args.launcher:
         failed = multirun.submit_grid(cfg, name, preset, points, args.seeds, root, args.force, args.launcher,
                                       args.overrides, args.hydra)
+    elif not args.collect and args.workers > 1:
+        # N copies of this command, each on its share of the cores with one torch thread per core (two processes
+        # with 2 threads each on 2 cores slow each other down 20-200x); the run locks give each grid point to one
+        from reproduce import study
+
+        if study.run_workers(name, args.workers, _without_workers(sys.argv[1:] if argv is None else argv)):
+            failed = f"reproduce/{name}.py: a worker failed; run the same command again to continue"
     elif not args.collect:
+        if args.worker is not None:
+            import torch
+
+            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         import datamodules
         from reproduce import loop  # lightning and the data modules load only when training
 
@@ -127,6 +143,12 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
     if failed:
         raise SystemExit(failed)
     return out
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    """The command line of one of the ``--workers`` processes: the same, less ``--workers N``."""
+    return [a for i, a in enumerate(argv) if a != "--workers" and (i == 0 or argv[i - 1] != "--workers")
+            and not a.startswith("--workers=")]
 
 
 def _extra_rows(cfg, names) -> list[str]:
@@ -168,10 +190,7 @@ def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str 
                 failed = study.submit(name, preset, args.overrides, rows, args.storage, args.workers, args.launcher,
                                       args.hydra, work)
             elif args.workers > 1:
-                own = [a for a in (sys.argv[1:] if argv is None else argv)]
-                own = [a for i, a in enumerate(own) if a != "--workers" and (i == 0 or own[i - 1] != "--workers")
-                       and not a.startswith("--workers=")]
-                failed = study.run_workers(name, args.workers, own)
+                failed = study.run_workers(name, args.workers, _without_workers(sys.argv[1:] if argv is None else argv))
             else:
                 work(name, preset, args.overrides, rows, args.storage)
                 failed = 0

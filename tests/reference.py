@@ -270,9 +270,9 @@ def _ref_sharpened(p, x, h, c, s):  # σ(α / τ) in training AND evaluation, τ
 
 @reference("g2_lstm")
 def _ref_g2(p, x, h, c, s):  # evaluation: plain σ(α); training: σ((α + m ⊙ ε) / τ), τ = 0.9
-    if not s.training:
+    if not s.training or s.options.get("noise_prob", 0.2) == 0:  # p = 0: the authors' GumbelNoise returns α as is
         return _standard(p, x, h, c, s.act, s.sig)
-    if s.noise is None and s.options.get("noise_prob", 0.2) != 0:
+    if s.noise is None:
         raise ValueError("g2_lstm training is random: pass noise=(eps_i, eps_f) or use noise_prob=0")
     return _standard(p, x, h, c, s.act, s.sig, scale_if=1.0 / s.options.get("tau", 0.9), noise=s.noise)
 

@@ -188,7 +188,7 @@ OPTION_CASES = [
     ("sharpened_lstm", {"tau": 0.5}, False),
     ("sharpened_lstm", {"tau": 0.5}, True),
     ("g2_lstm", {"tau": 0.5}, False),  # evaluation: plain σ(α), τ unused
-    ("g2_lstm", {"noise_prob": 0.0}, True),  # training without noise: σ(α / τ), τ = 0.9
+    ("g2_lstm", {"noise_prob": 0.0}, True),  # training without noise: plain σ(α), as the authors' GumbelNoise
     ("g2_lstm", {"noise_prob": 0.0, "tau": 0.3}, True),
 ] + [(name, {"gate_activation": "hard_sigmoid"}, False) for name in NAMES
       if name in ref.REFERENCES and ref.get(name).gates] + [
@@ -665,10 +665,18 @@ def test_g2_noise_is_drawn_identically_on_eager_and_cudnn():
         assert_close(fused(x)[0], want, **TOL32)
 
 
-def test_g2_noise_without_noise_prob_is_sharpening_by_tau():
-    g2 = build("g2_lstm", backend="eager", noise_prob=0.0).train()
+@pytest.mark.parametrize("backend", ["eager", "cudnn"])
+def test_g2_without_noise_prob_is_the_standard_lstm_in_training_too(backend):
+    """The authors' GumbelNoise returns its input unchanged at p = 0 (no noise, no 1/τ): noise_prob=0 trains as the
+    standard LSTM with the same weights; with noise it does not."""
+    torch.manual_seed(0)
+    g2 = build("g2_lstm", backend=backend, noise_prob=0.0, tau=0.3).double().train()
+    lstm = build("lstm", backend=backend).double().train()
+    lstm.load_state_dict(g2.state_dict())
     x = torch.randn(3, 4, 3, dtype=F64)
-    assert not torch.allclose(g2(x)[0], g2.eval()(x)[0])  # training divides by τ, evaluation does not
+    assert_close(g2(x)[0], lstm(x)[0], rtol=0, atol=1e-12)
+    g2.cells[0].noise_prob = 0.2
+    assert not torch.allclose(g2(x)[0], lstm(x)[0])
 
 
 def _pinned_gates(name, alpha=0.3, n=8, B=128, T=20, **options):

@@ -152,3 +152,16 @@ def test_a_missing_data_file_is_a_message_naming_it_and_the_fix(tmp_path, comman
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
     assert not (tmp_path / "empty").exists()  # the download's folders went with it
+
+
+@pytest.mark.slow
+def test_a_grid_shared_by_two_workers_runs_every_point_once(workdir):
+    """``--workers 2`` on a grid table: two processes of the script, each pinned to its share of the cores with one
+    torch thread, take the grid points under their run locks; every point ends with exactly one record."""
+    out = runner.main("table2_simplified", ["--preset", "smoke", "--workers", "2"])
+    points = grid.grid_points(config.compose("table2_simplified", "smoke"))
+    records = results.load_records(workdir / "results", table="table2_simplified")
+    assert sorted((r["row"], r["column"]) for r in records) == sorted((row, col) for row, col, _ in points)
+    assert len([r for r in out if r["status"] == "ok"]) == len(points)
+    with pytest.raises(SystemExit, match="--storage is for tables made of studies"):
+        runner.main("table2_simplified", ["--preset", "smoke", "--storage", "sqlite:///x.db"])

@@ -471,13 +471,18 @@ def test_wmt14_downloaded_and_prepared_end_to_end(data, tmp_path, home, server, 
     (tmp_path / "t.tgz").write_bytes(tgz(sgm))
     content = files.content_sha256(tmp_path / "t.tgz", D.SOURCES["wmt14_test_full"].members)
     serve(monkeypatch, server, "wmt14_test_full", "test-full.tgz", tgz(sgm), content_sha256=content)
-    monkeypatch.setitem(T.RECIPES, "wmt30k", dataclasses.replace(T.RECIPES["wmt30k"], symbols=50))
+    assert T.RECIPES["wmt30k"].symbols == 30_000 and T.RECIPES["wmt30k"].total_symbols  # the paper's 30K vocabulary
+    assert T.RECIPES["wmt30k"].max_subwords == 64  # and its length filter
+    monkeypatch.setitem(T.RECIPES, "wmt30k", dataclasses.replace(T.RECIPES["wmt30k"], symbols=400, max_subwords=50))
     dm = D.build("wmt14", source="wmt30k", data_dir=tmp_path / "data")
     dm.prepare_data()
     dm.setup()
     assert sorted(server.hits) == ["/dev.tgz", "/test-full.tgz", "/wmt14_commoncrawl.tgz", "/wmt14_europarl.tgz",
                                    "/wmt14_news_commentary.tgz"]
-    assert dm.sizes["valid"] == 20 and dm.sizes["test"] == 12 and 80 <= dm.train_size <= 90
+    assert dm.sizes["valid"] == 20 and dm.sizes["test"] == 12 and 0 < dm.train_size < 85
+    src_len, tgt_len = dm.train_set.lengths()
+    assert src_len.max() <= 50 and tgt_len.max() <= 50  # training pairs over max_subwords dropped...
+    assert max(len(s.split()) for s in dm.sources("test")) > 50  # ...not the test set
     assert dm.raw_references("test") == news["de"][:12]  # sacreBLEU's text of newstest2014
     assert dm.raw_references("valid") == news["de"][100:120]
     want = [moses_tokenize(s.replace("’", "'"), "de", aggressive=True)
