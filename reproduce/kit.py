@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -172,6 +173,20 @@ def fit(cfg: DictConfig, module: L.LightningModule, run_dir: Path, train, val, *
     return trainer, curves
 
 
+def warn_busy_cores(load: float | None = None) -> bool:
+    """Say so when this run's torch threads and what already runs on the machine ask for more cores than it has: two
+    torch processes with all threads each on the same cores slow each other down 20-200x (measured on 2 cores).
+    ``load``: the 1-minute load average (default: the machine's). -> whether it warned."""
+    cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    load = os.getloadavg()[0] if load is None else load
+    if threads < 2 or load + threads <= cores + 0.5:
+        return False
+    print(f"warning: the machine is busy (load {load:.1f} on {cores} cores) and this run uses {threads} torch threads: "
+          f"processes with all threads each slow each other down many times; share the cores instead (a table's "
+          f"--workers N, or OMP_NUM_THREADS=1 taskset -c <core> per process)", file=sys.stderr, flush=True)
+    return True
+
+
 def check_params(cell: str, layers) -> int:
     """The paper's parameter count of a run's recurrent ``layers`` (``cells.Recurrent``), checked against what they
     allocate: a mismatch is a bug in a cell's formula or its parameters, and the run stops rather than report it."""
@@ -228,6 +243,8 @@ def run(kind, cfg: DictConfig, run_dir: Path, name: str = "run", labels: dict | 
     distributed.barrier()  # every rank finds the run folder as rank 0 left it (e.g. emptied by --force)
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if distributed.is_global_zero() and not torch.cuda.is_available():
+        warn_busy_cores()
     if not kind.single_device:
         print(distributed.batch_line(cfg, kind.batch_unit))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

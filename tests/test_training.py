@@ -194,3 +194,20 @@ def test_non_finite_loss_stops_without_a_step(tmp_path):
     assert module.nonfinite == "epoch 1, batch 0"
     assert trainer.current_epoch <= 2  # stopped instead of running 5 epochs
     assert all(torch.isfinite(p).all() for p in module.parameters())  # no step was taken with the NaN
+
+
+def test_a_run_says_so_when_its_threads_and_the_machine_s_load_exceed_the_cores(capsys, monkeypatch):
+    from reproduce import kit
+
+    cores = 2
+    monkeypatch.setattr(kit.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert not kit.warn_busy_cores(load=0.1)  # a quiet machine
+        assert kit.warn_busy_cores(load=2.0)  # another 2-thread process already on both cores
+        assert "busy (load 2.0 on 2 cores)" in capsys.readouterr().err
+        torch.set_num_threads(1)
+        assert not kit.warn_busy_cores(load=1.0)  # one thread beside one busy core: its share
+    finally:
+        torch.set_num_threads(threads)
