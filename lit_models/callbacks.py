@@ -173,7 +173,9 @@ def log_epoch(module, name: str, metric, **kwargs) -> None:
     computes it (summed over the ranks under DDP) and resets it at the pass's end, as it does when it is logged on
     every batch. Why not on every batch: each ``self.log`` costs Lightning 0.3-0.5 ms on the CPU
     (``_ResultMetric.to`` walks the logged object's whole state, Lightning-AI/pytorch-lightning#20388), as much as a
-    row-MNIST training step. Without a trainer (a bare loop) it does nothing, as ``self.log``."""
+    row-MNIST training step. Without a trainer (a bare loop) it does nothing, as ``self.log``. A pass is known by
+    (stage, epoch, and for evaluation the global step): the run kit fits each module once; a second
+    ``trainer.validate`` / ``test`` of the same module at the same step would log nothing new."""
     trainer = module._trainer
     if trainer is None:
         return
