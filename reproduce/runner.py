@@ -122,9 +122,7 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
             failed = f"reproduce/{name}.py: a worker failed; run the same command again to continue"
     elif not args.collect:
         if args.worker is not None:
-            import torch
-
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            _worker_threads()
         import datamodules
         from reproduce import loop  # lightning and the data modules load only when training
 
@@ -143,6 +141,13 @@ def main(name: str, argv=None, analysis: str | None = None) -> list[dict]:
     if failed:
         raise SystemExit(failed)
     return out
+
+
+def _worker_threads() -> None:
+    """In one of the ``--workers`` processes: torch's threads = the cores ``study.run_workers`` gave it."""
+    import torch  # lightning and torch load only when training
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 def _without_workers(argv: list[str]) -> list[str]:
@@ -178,9 +183,7 @@ def _study_table(name: str, preset: str, cfg, points, args, argv, analysis: str 
         work = study.work
     with config.usage_errors(prog), config.errors_as_messages(prog, (datamodules.DataError,), 2):
         if args.worker is not None:  # one of the --workers processes: its trials, then back
-            import torch
-
-            torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+            _worker_threads()
             work(name, preset, args.overrides, rows, args.storage, args.worker)
             return []
         if not args.collect:
