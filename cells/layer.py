@@ -77,18 +77,20 @@ class Recurrent(nn.Module):
 
     # ---- helpers -----------------------------------------------------------------------------------------------------
     def weights(self) -> list:
-        """(W, b, R) of every cell, built once for several ``forward`` calls (pass as ``weights=``): a caller that runs
-        one step at a time (a decoder) assembles the stacked matrices once per sequence, not once per step, and
-        DropConnect then keeps one mask for the whole sequence, as it does for a full-sequence call."""
+        """(W, b, R, fused form) of every cell, built once for several ``forward`` calls (pass as ``weights=``): a
+        caller that runs one step at a time (a decoder) assembles the stacked matrices and the fused kernel's weights
+        once per sequence, not once per step, and DropConnect then keeps one mask for the whole sequence, as it does
+        for a full-sequence call."""
         return [self._weights(cell) for cell in self.cells]
 
     def _weights(self, cell):
-        """(W, b, R) for one forward call, with DropConnect applied to R in training."""
+        """(W, b, R, fz) for one forward call, with DropConnect applied to R in training; fz is the cell's exact
+        ``base.Fused`` form (None: it has none, or the backend is eager)."""
         W, b = cell.input_weights()
         R = cell.recurrent_weights()
         if self.training and self.weight_drop > 0:
             R = {k: F.dropout(v, self.weight_drop, True) for k, v in R.items()}
-        return W, b, R
+        return W, b, R, (None if self.backend == "eager" else cell.fused(W, b, R))
 
     def backend_for(self, cell, fz, return_gates: bool) -> str:
         if return_gates or self.backend == "eager":
@@ -154,11 +156,13 @@ class Recurrent(nn.Module):
                 extra = cell.extra_inputs(xin)
                 if extra is not None:
                     xin = torch.cat([xin, extra], -1)
-                W, b, R = self._weights(cell) if weights is None else weights[k]
+                W, b, R, fz = self._weights(cell) if weights is None else weights[k]
                 s0 = tuple(s[k] for s in state) + tuple(torch.zeros_like(state[0][k]) for _ in range(cell.extra_state))
-                fz = None if (return_gates or self.backend == "eager") else cell.fused(W, b, R)
+                fz = None if return_gates else fz
                 how = self.backend_for(cell, fz, return_gates)
-                if how == "cudnn":
+                if how == "cudnn" and T == 1 and lengths is None:  # one step (a decoder): no sequence kernel's setup
+                    out, sT, g = backends.fused_step(fz, xin, s0)
+                elif how == "cudnn":
                     out, sT, g = backends.fused(fz, xin, s0, lengths)
                 elif how == "compiled":
                     out, sT, g = backends.compiled(cell, xin, s0, valid, W, b, R)

@@ -6,15 +6,23 @@
 
 The model (the G2-LSTM paper names only "attention-based encoder-decoder"; this is the common LSTM NMT baseline of
 that time, with the choices named):
-- encoder: source embeddings -> a bidirectional first layer of nhid/2 units per direction (GNMT's layout: the output
-  stays nhid wide) -> nlayers-1 unidirectional layers of nhid; every layer is one ``cells.build`` of the same cell.
-- decoder: nlayers layers of nhid, initialised with the encoder's final states layer by layer (layer 0 gets the two
-  directions' finals side by side); input feeding (Luong sec. 3.3): step t's input is [y_{t-1} embedding; h~_{t-1}].
+- encoder (``encoder="bi"``): source embeddings -> a bidirectional first layer of nhid/2 units per direction (GNMT's
+  layout: the output stays nhid wide) -> nlayers-1 unidirectional layers of nhid; ``encoder="uni"``: nlayers
+  unidirectional layers of nhid (fairseq's LSTM models). Every layer is one ``cells.build`` of the same cell.
+- decoder: nlayers layers of nhid, initialised with the encoder's final states layer by layer (``bi``: layer 0 gets the
+  two directions' finals side by side); input feeding (Luong sec. 3.3): step t's input is [y_{t-1} embedding; h~_{t-1}].
 - attention: Luong's global "general" score, score(h_t, h̄_s) = h_tᵀ W_a h̄_s (eq. 8), softmax over the source
   positions that are not padding (eq. 7), context c_t = Σ_s a_t(s) h̄_s, then h~_t = tanh(W_c [c_t; h_t]) (eq. 5) and
-  p(y_t | ...) = softmax(W_s h~_t) (eq. 6).
-- dropout (Zaremba et al.): on the embeddings, between stacked layers and on h~_t before the softmax, never on the
-  recurrent connections.
+  p(y_t | ...) = softmax(W_s h~_t) (eq. 6). fairseq's ``AttentionLayer`` is the same function (it applies W_a to h_t,
+  we apply it to the keys once per sentence).
+- dropout, ``dropout_at``: "zaremba" (Zaremba et al.): on the embeddings, between stacked layers and on h~_t before
+  the softmax (the fed-back h~_t is not dropped), never on the recurrent connections; "fairseq" (its
+  ``lstm_wiseman_iwslt_de_en``: encoder and embedding dropout 0, decoder dropout-out p): between decoder layers and
+  on h~_t, which is both the softmax's input and the next step's input feed.
+- initialisation, ``init_range``: None keeps PyTorch's and the cell's own (nn.Embedding N(0, 1), Linear and cells
+  U(-1/sqrt(fan), ..)); r draws every parameter from U(-r, r) with the padding embeddings zero, as fairseq's
+  ``Embedding``, ``LSTM``, ``LSTMCell`` and ``Linear`` helpers (r = 0.1). fairseq's nn.LSTM has two bias vectors per
+  gate (b_ih + b_hh, each U(-0.1, 0.1)); a registry cell has one.
 
 The decoder runs one step at a time (input feeding makes step t's input depend on step t-1's output), so in training
 as in search; the cell's layer is the same ``Recurrent`` wrapper every other task uses, called with T = 1. A cell with
@@ -30,47 +38,81 @@ from torch import Tensor, nn
 
 import cells
 
+from .attention import StepAttention, attend
+
+ENCODERS = ("bi", "uni")
+DROPOUT_AT = ("zaremba", "fairseq")
+
 
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, cell: str, *, emsize: int = 256, nhid: int = 256,
                  nlayers: int = 2, dropout: float = 0.2, pad: int = 0, backend: str = "auto",
-                 cell_options: dict | None = None):
+                 cell_options: dict | None = None, encoder: str = "bi", dropout_at: str = "zaremba",
+                 init_range: float | None = None):
         super().__init__()
-        if nhid % 2:
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder={encoder!r}: one of {', '.join(ENCODERS)}")
+        if dropout_at not in DROPOUT_AT:
+            raise ValueError(f"dropout_at={dropout_at!r}: one of {', '.join(DROPOUT_AT)}")
+        if encoder == "bi" and nhid % 2:
             raise ValueError(f"nhid={nhid}: must be even (the bidirectional first encoder layer has nhid/2 per "
                              "direction)")
         if nlayers < 1:
             raise ValueError(f"nlayers={nlayers}: must be at least 1")
+        if init_range is not None and not init_range > 0:
+            raise ValueError(f"init_range={init_range}: a positive bound r of U(-r, r), or None")
         opts = dict(cell_options or {})
         self.kwargs = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, cell=cell, emsize=emsize, nhid=nhid,
-                           nlayers=nlayers, dropout=dropout, pad=pad, backend=backend, cell_options=opts)  # to rebuild
+                           nlayers=nlayers, dropout=dropout, pad=pad, backend=backend, cell_options=opts,
+                           encoder=encoder, dropout_at=dropout_at, init_range=init_range)  # to rebuild
         self.cell, self.nhid, self.nlayers, self.pad = cell, nhid, nlayers, pad
+        self.encoder, self.dropout_at = encoder, dropout_at
         self.src_embed = nn.Embedding(src_vocab, emsize, padding_idx=pad)
         self.tgt_embed = nn.Embedding(tgt_vocab, emsize, padding_idx=pad)
-        self.enc_bi = cells.build(cell, emsize, nhid // 2, bidirectional=True, backend=backend, **opts)
-        self.enc_rest = (cells.build(cell, nhid, nhid, num_layers=nlayers - 1, dropout=dropout, backend=backend, **opts)
-                         if nlayers > 1 else None)
+        enc_drop = dropout if dropout_at == "zaremba" else 0.0  # fairseq: encoder_dropout_out 0
+        if encoder == "bi":
+            self.enc_bi = cells.build(cell, emsize, nhid // 2, bidirectional=True, backend=backend, **opts)
+            self.enc_rest = (cells.build(cell, nhid, nhid, num_layers=nlayers - 1, dropout=enc_drop, backend=backend,
+                                         **opts) if nlayers > 1 else None)
+        else:
+            self.enc_bi = None
+            self.enc_rest = cells.build(cell, emsize, nhid, num_layers=nlayers, dropout=enc_drop, backend=backend,
+                                        **opts)
         self.decoder = cells.build(cell, emsize + nhid, nhid, num_layers=nlayers, dropout=dropout, backend=backend,
                                    **opts)
         self.attn_in = nn.Linear(nhid, nhid, bias=False)        # W_a of the general score
         self.attn_out = nn.Linear(2 * nhid, nhid, bias=False)   # W_c
         self.out = nn.Linear(nhid, tgt_vocab)                   # W_s
         self.drop = nn.Dropout(dropout)
+        self.drop_in = self.drop if dropout_at == "zaremba" else nn.Identity()  # embeddings, encoder output
         self.has_cell_state = self.decoder.has_cell_state
+        if init_range is not None:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.uniform_(-init_range, init_range)
+                self.src_embed.weight[pad].zero_()
+                self.tgt_embed.weight[pad].zero_()
+
+    def recurrent_layers(self) -> list:
+        """The cell's layers (the papers count only their parameters)."""
+        return [r for r in (self.enc_bi, self.enc_rest, self.decoder) if r is not None]
 
     # ---- encoder -----------------------------------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor):
         """-> (memory (B, S, nhid), keys W_a h̄ (B, S, nhid), source mask (B, S) True on real tokens, decoder state)."""
-        x = self.drop(self.src_embed(src))
-        out, s_bi = self.enc_bi(x, lengths=src_lengths)
-        parts = s_bi if self.has_cell_state else (s_bi,)
-        # layer 0 of the decoder starts from [forward final; backward final] (each (2, B, n/2) -> (1, B, n))
-        first = tuple(torch.cat([s[0], s[1]], -1)[None] for s in parts)
-        if self.enc_rest is not None:
-            out, s_rest = self.enc_rest(self.drop(out), lengths=src_lengths)
-            rest = s_rest if self.has_cell_state else (s_rest,)
-            first = tuple(torch.cat([f, r], 0) for f, r in zip(first, rest))
-        state = first if self.has_cell_state else first[0]
+        x = self.drop_in(self.src_embed(src))
+        if self.enc_bi is None:  # uni: the decoder starts from the encoder's final states, layer by layer
+            out, state = self.enc_rest(x, lengths=src_lengths)
+        else:
+            out, s_bi = self.enc_bi(x, lengths=src_lengths)
+            parts = s_bi if self.has_cell_state else (s_bi,)
+            # layer 0 of the decoder starts from [forward final; backward final] (each (2, B, n/2) -> (1, B, n))
+            first = tuple(torch.cat([s[0], s[1]], -1)[None] for s in parts)
+            if self.enc_rest is not None:
+                out, s_rest = self.enc_rest(self.drop_in(out), lengths=src_lengths)
+                rest = s_rest if self.has_cell_state else (s_rest,)
+                first = tuple(torch.cat([f, r], 0) for f, r in zip(first, rest))
+            state = first if self.has_cell_state else first[0]
         mask = torch.arange(src.shape[1], device=src.device)[None, :] < src_lengths.to(src.device)[:, None]
         return out, self.attn_in(out), mask, state
 
@@ -79,25 +121,35 @@ class Seq2Seq(nn.Module):
                     return_gates: bool = False, weights: list | None = None):
         """One step from tokens y_prev (B,) and h~_{t-1} (B, nhid) -> (h~_t, state, attention (B, S)[, gates]).
         ``weights``: ``self.decoder.weights()``, built once per sequence by the caller (else once per step)."""
-        x = torch.cat([self.drop(self.tgt_embed(y_prev)), feed], -1)[:, None]
+        return self.step_embedded(self.drop_in(self.tgt_embed(y_prev)), feed, state, memory, keys, mask,
+                                  return_gates=return_gates, weights=weights)
+
+    def step_embedded(self, e: Tensor, feed: Tensor, state, memory: Tensor, keys: Tensor, mask: Tensor,
+                      return_gates: bool = False, weights: list | None = None,
+                      attention: StepAttention | None = None):
+        """``decode_step`` from the (dropped-out) embedding e (B, emsize) of y_prev; teacher forcing embeds the whole
+        target at once and passes ``attention`` (a ``StepAttention`` of this memory: the same numbers as ``attend``)."""
+        x = torch.cat([e, feed], -1)[:, None]
         res = self.decoder(x, state, return_gates=return_gates, weights=weights)
         h, state = res[0][:, 0], res[1]
-        score = torch.bmm(keys, h[:, :, None]).squeeze(-1).masked_fill(~mask, float("-inf"))  # Luong eq. 8
-        a = torch.softmax(score, -1)                                                         # eq. 7
-        context = torch.bmm(a[:, None], memory).squeeze(1)
+        context, a = attend(keys, memory, mask, h) if attention is None else attention(h)  # Luong eqs. 7-8
         h_tilde = torch.tanh(self.attn_out(torch.cat([context, h], -1)))                    # eq. 5
+        if self.dropout_at == "fairseq":  # dropped once: the softmax's input and the next step's feed
+            h_tilde = self.drop(h_tilde)
         return (h_tilde, state, a, res[2]) if return_gates else (h_tilde, state, a)
 
     def logits(self, h_tilde: Tensor) -> Tensor:
-        return self.out(self.drop(h_tilde))                                                   # eq. 6
+        return self.out(self.drop(h_tilde) if self.dropout_at == "zaremba" else h_tilde)     # eq. 6
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: logits (B, T, V) of the tokens after each of ``tgt_in`` (bos + target, without the last)."""
         memory, keys, mask, state = self.encode(src, src_lengths)
         feed, w = memory.new_zeros(src.shape[0], self.nhid), self.decoder.weights()
-        outs = []
-        for t in range(tgt_in.shape[1]):
-            feed, state, _ = self.decode_step(tgt_in[:, t], feed, state, memory, keys, mask, weights=w)
+        # unbind, not emb[:, t]: each indexing's backward would fill a zero gradient of all of emb (quadratic in T)
+        emb, outs = self.drop_in(self.tgt_embed(tgt_in)).unbind(1), []
+        att = StepAttention(keys, memory, mask) if torch.is_grad_enabled() else None
+        for e in emb:
+            feed, state, _ = self.step_embedded(e, feed, state, memory, keys, mask, weights=w, attention=att)
             outs.append(feed)
         return self.logits(torch.stack(outs, 1))
 

@@ -25,8 +25,9 @@ Steps:
      the Moses-detokenised text against ``dm.raw_references("test")``, exactly as
      ``reproduce.kinds.translation.bleu_of``.
 
-Written: the text, binarised data, checkpoints and logs under ``$GATEZOO_RUNS/fairseq_baseline/quick`` (default
-runs/; rebuilt on every run), the numbers under ``$GATEZOO_RESULTS/fairseq_baseline/quick/<arch>.<direction>.json``.
+Written: the text, binarised data, checkpoints and logs under
+``$GATEZOO_RUNS/fairseq_baseline/quick/<direction>/s<seed>`` (default runs/; rebuilt on every run), the numbers under
+``$GATEZOO_RESULTS/fairseq_baseline/quick/<arch>.<direction>.s<seed>.json``.
 """
 from __future__ import annotations
 
@@ -294,9 +295,10 @@ def main(argv=None) -> dict:
 
     t_start = time.time()
     preset = "quick" if quick else "custom"  # the quick data, or a smaller one (--bpe-merges, --limit-*: tests)
-    runs = Path(os.environ.get("GATEZOO_RUNS") or "runs") / "fairseq_baseline" / preset / args.direction
+    runs = (Path(os.environ.get("GATEZOO_RUNS") or "runs") / "fairseq_baseline" / preset / args.direction
+            / f"s{args.seed}")
     out_json = (Path(os.environ.get("GATEZOO_RESULTS") or "results") / "fairseq_baseline" / preset
-                / f"{ARCH}.{args.direction}.json")
+                / f"{ARCH}.{args.direction}.s{args.seed}.json")
     if runs.exists():
         shutil.rmtree(runs)  # fairseq-preprocess refuses existing dictionaries, fairseq-train would resume
     text_dir, bin_dir, ckpt_dir = runs / "text", runs / "data-bin", runs / "checkpoints"

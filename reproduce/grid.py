@@ -22,6 +22,13 @@ def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
     axis (``grid.columns: null``: one run per row fills several columns, see ``expand``) has the one column "run"."""
     rows, cols = cfg.grid.rows, cfg.grid.get("columns")
     values = list(rows["values"])
+    if values and isinstance(values[0], Mapping):  # rows that set several keys each: {name: ..., <key>: value}
+        if only_rows:
+            raise ValueError(f"--cells: the rows of {cfg.table.name} are configurations, not cells")
+        named = [(r["name"], {k: v for k, v in r.items() if k != "name"}) for r in values]
+        if cols is None:
+            return [(name, "run", keys) for name, keys in named]
+        raise ValueError(f"{cfg.table.name}: rows of several keys go with grid.columns: null (table.expand)")
     if only_rows:
         if rows.key != "cell.name":
             raise ValueError(f"--cells: the rows of {cfg.table.name} are {rows.key}, not cells")
@@ -62,11 +69,24 @@ def expand(records, spec, metric: str) -> list[dict]:
     """One run fills several cells of a published table (``table.expand`` in the experiment file): each entry
     ``{row: "{row} + cache", column: test, metric: test/ppl_cache}`` makes, from every record, a record of that row
     and column whose ``metrics[metric]`` (the table's metric) is the run's ``metrics[<entry's metric>]``; ``{row}``
-    and ``{column}`` stand for the run's own row and column (``{column}-tst`` -> ``5M-tst``)."""
-    return [{**rec, "row": e["row"].format(row=rec["row"]), "column": e["column"].format(column=rec["column"]),
-             "metrics": {metric: rec["metrics"].get(e["metric"])},
+    and ``{column}`` stand for the run's own row and column (``{column}-tst`` -> ``5M-tst``). ``<name>@<k>`` reads
+    the run's curve of ``<name>`` at epoch k (``val/ppl@2``; none when the run stopped before)."""
+    return [{**rec, "row": e["row"].format(row=rec["row"], column=rec["column"]),
+             "column": e["column"].format(row=rec["row"], column=rec["column"]),
+             "metrics": {metric: value_of(rec, e["metric"])},
              **({"status": "failed", "failure": results.failure(rec)} if results.failure(rec) else {})}
             for rec in records for e in spec]
+
+
+def value_of(record: dict, name: str):
+    """``record["metrics"][name]``, or for ``<curve>@<epoch>`` the curve's value at that epoch (None if absent)."""
+    if "@" not in name:
+        return record["metrics"].get(name)
+    key, epoch = name.rsplit("@", 1)
+    curve = record.get("curve") or {}
+    epochs = curve.get("epoch") or list(range(1, len(curve.get(key) or []) + 1))
+    values = dict(zip(epochs, curve.get(key) or []))
+    return values.get(int(epoch))
 
 
 def summary(cfg, record) -> str:
@@ -75,9 +95,10 @@ def summary(cfg, record) -> str:
     if results.failure(record):
         return f"FAILED, {results.failure(record)}"
     if spec:
-        shown = ", ".join(f"{e['row'].format(row='').strip() or 'final'} {e['column'].format(column=record['column'])} "
-                          f"{m.get(e['metric']):.2f}"
-                          for e in spec if isinstance(m.get(e["metric"]), (int, float)))
+        shown = ", ".join(f"{e['row'].format(row='', column='').strip() or 'final'} "
+                          f"{e['column'].format(row=record['row'], column=record['column'])} "
+                          f"{value_of(record, e['metric']):.2f}"
+                          for e in spec if isinstance(value_of(record, e["metric"]), (int, float)))
         pairs = f", trained on {m['train_pairs']:,} pairs" if m.get("train_pairs") else ""  # BLEU: never without it
         return f"{shown} (epochs {m.get('epochs')}{pairs})"
     return f"test acc {m['test/acc_best']:.4f} (epoch {m['best_epoch']} of {m['epochs']})"

@@ -51,9 +51,12 @@ def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, sh
         records = study.best(cfg, records)
     spec = OmegaConf.to_container(t.expand) if t.get("expand") else None
     runs, trained = records, points  # one record per trained grid point: the curves, drawn on the grid's own axes
+    # rows another program writes records of (never trained by the grid): reproduce/fairseq_baseline.py's
+    points = list(points) + [(r, "run", {}) for r in (t.get("external_rows") or [])]
     if spec:  # the grid's rows are cells; the table's rows and columns are the expanded ones
         records = grid.expand(records, spec, t.metric)
-        points = [(e["row"].format(row=r), e["column"].format(column=c), v) for r, c, v in points for e in spec]
+        points = [(e["row"].format(row=r, column=c), e["column"].format(row=r, column=c), v)
+                  for r, c, v in points for e in spec]
     rows = list(dict.fromkeys(p[0] for p in points))
     columns = list(dict.fromkeys(p[1] for p in points))
     published = results.published_values(t.paper, t.published)
@@ -161,8 +164,9 @@ def scripts() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {p: [] for p in PAPERS}
     experiments = set(config.experiments())
     for path in sorted((REPO / "reproduce").glob("*_*.py")):
-        # the tables, and the figures and searches made from a study of their own (an experiment config of that name)
-        if path.stem.startswith("table") or (path.stem.startswith(("fig_", "search_")) and path.stem in experiments):
+        # the tables, and the figures, searches and checks against other code (parity_) with an experiment config
+        if path.stem.startswith("table") or (path.stem.startswith(("fig_", "search_", "parity_"))
+                                             and path.stem in experiments):
             paper = path.stem.rsplit("_", 1)[1]
             out.setdefault(paper, []).append(path.stem)
     return out

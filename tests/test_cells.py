@@ -99,13 +99,21 @@ def zero_padding(x, lengths):
     return x
 
 
-def forward_backward(layer, x, state=None, lengths=None, *, seed=0):
+def forward_backward(layer, x, state=None, lengths=None, *, seed=0, steps=False):
     """Outputs, final state and the gradients w.r.t. x, the initial state and every parameter of a fixed random
-    functional of the outputs and the final state. The RNG is seeded first (G2 noise, DropConnect masks)."""
+    functional of the outputs and the final state. The RNG is seeded first (G2 noise, DropConnect masks).
+    ``steps``: as a decoder uses a layer, T calls of one step each with the weights built once (``layer.weights()``)."""
     x = x.detach().clone().requires_grad_(True)
     st = () if state is None else tuple(s.detach().clone().requires_grad_(True) for s in tup(state))
     torch.manual_seed(seed)
-    out, new = layer(x, untup(layer, st) if st else None, lengths)
+    if steps:
+        w, new, outs = layer.weights(), untup(layer, st) if st else None, []
+        for t in range(x.shape[1]):
+            out, new = layer(x[:, t:t + 1], new, weights=w)
+            outs.append(out)
+        out = torch.cat(outs, 1)
+    else:
+        out, new = layer(x, untup(layer, st) if st else None, lengths)
     gen = torch.Generator().manual_seed(1234)
     loss = (out * torch.randn(out.shape, generator=gen, dtype=out.dtype)).sum()
     for s in tup(new):
@@ -387,6 +395,23 @@ def test_cudnn_equals_eager(name, config, dtype, training):
     state = random_state(eager, 3) if cfg["state"] else None
     tol = TOL32 if dtype == F32 else {}
     assert_same(forward_backward(fused, x, state, lengths), forward_backward(eager, x, state, lengths), **tol)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", FUSED)
+def test_one_step_calls_equal_eager(name, dtype, training, monkeypatch):
+    """The fused backend's one-step path (``backends.fused_step``: torch.lstm_cell / rnn_tanh_cell, what a decoder
+    runs at T = 1) equals the eager loop: stacked, with dropout between the layers and DropConnect in training."""
+    eager = build(name, backend="eager", dtype=dtype, num_layers=2, dropout=0.3, weight_drop=0.25).train(training)
+    fused = twin(eager, "cudnn")
+    x, state = torch.randn(3, 4, eager.input_size, dtype=dtype), random_state(eager, 3)
+    calls, real = [], backends.fused_step
+    monkeypatch.setattr(backends, "fused_step", lambda *a: calls.append(1) or real(*a))
+    tol = TOL32 if dtype == F32 else {}
+    assert_same(forward_backward(fused, x, state, steps=True), forward_backward(eager, x, state, steps=True),
+                **tol)
+    assert len(calls) == 4 * 2  # every step of both layers took the one-step path
 
 
 def compiled_config(name):
@@ -1088,8 +1113,9 @@ def test_fused_kernel_keeps_what_cudnn_backward_needs(monkeypatch):
     layer = cells.build("lstm", 3, 4, backend="cudnn").eval()
     x = torch.randn(2, 5, 3)
     layer(x)
-    layer(x, lengths=torch.tensor([5, 3]))
+    layer(x, lengths=torch.tensor([5, 3]))  # on a CPU: one call per distinct length (backends._segments)
+    n_grad = len(seen)
     with torch.no_grad():
         layer(x)
         layer(x, lengths=torch.tensor([5, 3]))
-    assert seen == [True, True, False, False]
+    assert n_grad == 3 and seen == [True] * 3 + [False] * 3

@@ -111,7 +111,7 @@ def test_main_end_to_end_with_stand_in_tools(data, workdir, capsys):
     assert rec["sacrebleu_signature"].startswith("nrefs:1|case:lc|") and rec["bleu_lowercase"] is True
     assert "--arch lstm_wiseman_iwslt_de_en" in rec["commands"]["train"] and "--max-epoch 2" in rec["commands"]["train"]
     assert "--beam 5" in rec["commands"]["generate"]
-    saved = json.loads((workdir / "results/fairseq_baseline/custom/lstm_wiseman_iwslt_de_en.de-en.json").read_text())
+    saved = json.loads((workdir / "results/fairseq_baseline/custom/lstm_wiseman_iwslt_de_en.de-en.s1.json").read_text())
     assert saved["metrics"] == rec["metrics"]
     assert "test BLEU 100.00 (tokenised, lowercased)" in out and "on 60 training pairs" in out
     assert len(read_lines(Path(rec["run_dir"]) / "test.hyp")) == 25

@@ -153,3 +153,28 @@ def test_decoder_weights_built_once_give_the_per_step_numbers(cell):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="layer.weights"):
         net.decoder(torch.zeros(3, 1, net.decoder.input_size), weights=[])
+
+
+def test_step_attention_equals_attend_with_every_gradient():
+    """The teacher-forcing attention (lit_models/attention.py: the memory's gradients summed after the step loop)
+    gives ``attend``'s contexts and the same gradients for h, keys and memory, also when keys and memory are used
+    outside the loop as well, over padded sources."""
+    from lit_models.attention import StepAttention, attend
+    g = torch.Generator().manual_seed(3)
+    B, S, n, T = 3, 6, 5, 4
+    keys0, mem0, h0 = (torch.randn(*shape, generator=g, dtype=torch.float64)
+                       for shape in ((B, S, n), (B, S, n), (T, B, n)))
+    mask = torch.arange(S)[None] < torch.tensor([6, 2, 4])[:, None]
+    weights = torch.randn(T, B, n, generator=g, dtype=torch.float64)
+
+    def run(fast):
+        keys, mem, h = (t.clone().requires_grad_(True) for t in (keys0, mem0, h0))
+        att = StepAttention(keys, mem, mask) if fast else None
+        loss = (keys.square().sum() + mem.sin().sum()) * 0.1  # used outside the loop too
+        for t in range(T):
+            context, a = att(h[t]) if fast else attend(keys, mem, mask, h[t])
+            loss = loss + (context * weights[t]).sum() + context.square().sum() * 0.01
+        return [context.detach(), a, *torch.autograd.grad(loss, [keys, mem, h])]
+
+    for got, want in zip(run(True), run(False)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

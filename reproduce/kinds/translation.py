@@ -61,7 +61,7 @@ class TranslationKind(TaskKind):
                        **OmegaConf.to_container(cfg.task.net, resolve=True))
 
     def recurrent_layers(self, net) -> list:
-        return [r for r in (net.enc_bi, net.enc_rest, net.decoder) if r]
+        return net.recurrent_layers()
 
     def train(self, cfg: DictConfig, dm, run_dir: Path, name: str, logger) -> kit.Trained:
         t0 = time.time()
@@ -89,7 +89,9 @@ class TranslationKind(TaskKind):
               f"sentences; trained on {dm.train_size:,} pairs; translation took {time.time() - t1:.0f} s")
         metrics = {"test/bleu": test["bleu"], "test/sacrebleu": test["sacrebleu"], "val/ppl": best.get(MONITOR),
                    "val/nll": best.get("val/nll"), "best_epoch": best.get("epoch"), "epochs": trained.state["epochs"],
-                   "train_pairs": dm.train_size, "translate_s": round(time.time() - t1, 1)}
+                   "train_pairs": dm.train_size, "translate_s": round(time.time() - t1, 1),
+                   # seconds per epoch of this process's training (validation included; a resumed run: its last part)
+                   "epoch_s": round(trained.state["train_s"] / max(trained.state["epochs"], 1), 1)}
         return metrics, {"params_total": sum(p.numel() for p in trained.net.parameters()),
                          "train_s": round(trained.state["train_s"], 1),
                          "sacrebleu_signature": test["sacrebleu_signature"]}
