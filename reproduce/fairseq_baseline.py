@@ -266,6 +266,24 @@ def score(hyps_bpe: list[str], dm, split: str = "test") -> dict:
             "tokenised": tokenised, "detok": detok}
 
 
+PARITY_ROW = f"fairseq {ARCH}"  # its row of reproduce/parity_g2lstm.py's table (conf/experiment: external_rows)
+
+
+def parity_record(record: dict) -> dict:
+    """The record of this run as a row of the parity table (``python reproduce/parity_g2lstm.py --collect``): the
+    validation perplexity curve, test BLEU and seconds per epoch (fairseq-train's wall time / epochs: validation and
+    its start-up included)."""
+    from reproduce import kit
+
+    m, curve = record["metrics"], record["curve"]
+    return {"table": "parity_g2lstm", "paper": "g2lstm", "row": PARITY_ROW, "column": "run",
+            "seed": record["budget"]["seed"], "preset": record["preset"], "cell": "lstm", "status": "ok",
+            "metrics": {**m, "epoch_s": round(record["wall_s"]["train"] / max(m["epochs"], 1), 1)},
+            "curve": {"epoch": [r["epoch"] for r in curve], "val/ppl": [r["ppl"] for r in curve]},
+            "wall_s": record["total_s"], "git": kit.git_revision(), "provenance": record["provenance"],
+            "run_dir": record["run_dir"], "fairseq_version": record["fairseq_version"], "threads": record["threads"]}
+
+
 # ---- main -----------------------------------------------------------------------------------------------------------
 
 
@@ -283,7 +301,15 @@ def main(argv=None) -> dict:
     p.add_argument("--bpe-merges", type=int, default=None, help=argparse.SUPPRESS)  # smoke tests
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-eval", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--record-from", metavar="JSON", help="write the parity table's record of a finished run's JSON "
+                   "(what this script wrote under $GATEZOO_RESULTS/fairseq_baseline/) and exit")
     args = p.parse_args(argv)
+    if args.record_from:
+        from reproduce import results
+
+        rec = parity_record(json.loads(Path(args.record_from).read_text(encoding="utf-8")))
+        print(f"written: {results.write_record(rec, os.environ.get('GATEZOO_RESULTS') or 'results')}")
+        return rec
     budget = quick_budget()
     args.epochs = budget["epochs"] if args.epochs is None else args.epochs
     args.bpe_merges = budget["bpe_merges"] if args.bpe_merges is None else args.bpe_merges
@@ -346,6 +372,10 @@ def main(argv=None) -> dict:
         "budget": {**budget, "bpe_merges": args.bpe_merges, "epochs": args.epochs, "seed": args.seed},
     }
     atomic_write_text(out_json, json.dumps(record, indent=2) + "\n")
+    if args.direction == "de-en":
+        from reproduce import results
+
+        results.write_record(parity_record(record), os.environ.get("GATEZOO_RESULTS") or "results")
     print(f"fairseq {version} {ARCH}, {args.direction}, {args.epochs} epochs on {counts['train']:,} training pairs "
           f"(best validation epoch {best.get('epoch')}, ppl {best.get('ppl')}): test BLEU {s['bleu']:.2f} "
           f"(tokenised{', lowercased' if s['lowercase'] else ''}), sacreBLEU {s['sacrebleu']:.2f} "

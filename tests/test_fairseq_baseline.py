@@ -113,5 +113,11 @@ def test_main_end_to_end_with_stand_in_tools(data, workdir, capsys):
     assert "--beam 5" in rec["commands"]["generate"]
     saved = json.loads((workdir / "results/fairseq_baseline/custom/lstm_wiseman_iwslt_de_en.de-en.s1.json").read_text())
     assert saved["metrics"] == rec["metrics"]
+    # its row of the parity table (reproduce/parity_g2lstm.py), read as the report reads it
+    from reproduce import grid, results
+    parity, = results.load_records(workdir / "results", table="parity_g2lstm")
+    assert parity["row"] == F.PARITY_ROW and parity["seed"] == 1 and parity["preset"] == "custom"
+    assert grid.value_of(parity, "val/ppl@2") == 64.0 and grid.value_of(parity, "val/ppl@6") is None
+    assert parity["metrics"]["epoch_s"] == pytest.approx(rec["wall_s"]["train"] / 2, abs=0.06)
     assert "test BLEU 100.00 (tokenised, lowercased)" in out and "on 60 training pairs" in out
     assert len(read_lines(Path(rec["run_dir"]) / "test.hyp")) == 25
