@@ -241,13 +241,80 @@ def compiled(cell, x: Tensor, state: tuple, valid: Tensor | None, W: Tensor, b: 
 
 
 def fused_step(fz, x: Tensor, state: tuple):
-    """``fused`` for one step (x of shape (B, 1, m)): torch.lstm_cell / torch.rnn_tanh_cell, what nn.LSTMCell and
-    nn.RNNCell run; the same function as the sequence kernel at T = 1 without its per-call setup."""
+    """``fused`` for one step (x of shape (B, 1, m)): the same function as the sequence kernel at T = 1 without its
+    per-call setup. Weights from ``hold`` (a decoder's, built once per sentence batch): ``_Step``, whose weight
+    gradients are made after all the steps; else torch.lstm_cell / torch.rnn_tanh_cell (what nn.LSTMCell runs)."""
+    if fz.pieces is not None:
+        out = _Step.apply(fz.mode, fz.pieces, x[:, 0], *state, fz.w_ih, fz.w_hh, fz.bias)
+        return out[0][:, None], tuple(out), None
     if fz.mode == "lstm":
         h, c = torch.lstm_cell(x[:, 0], state, fz.w_ih, fz.w_hh, fz.bias)
         return h[:, None], (h, c), None
     h = torch.rnn_tanh_cell(x[:, 0], state[0], fz.w_ih, fz.w_hh, fz.bias)
     return h[:, None], (h,), None
+
+
+def hold(fz):
+    """``fz`` for a layer called one step at a time, its weights' gradients summed after the steps (haste's and SRU's
+    weight gradients: one matrix product over all steps, instead of one small one per step and weight). Each step's
+    backward (``_Step``) gives only its input's and state's gradients and keeps (x_t, h_{t-1}, gate gradients);
+    ``_Hold``'s backward, which autograd runs after every step's (each step is an input edge of it), makes dW = Gᵀ X,
+    dU = Gᵀ H and db = Σ G."""
+    pieces: list = []
+    return type(fz)(fz.mode, *_Hold.apply(fz.w_ih, fz.w_hh, fz.bias, pieces), pieces=pieces)
+
+
+class _Hold(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w_ih, w_hh, bias, pieces):
+        ctx.pieces = pieces
+        return w_ih.view_as(w_ih), w_hh.view_as(w_hh), bias.view_as(bias)
+
+    @staticmethod
+    def backward(ctx, g_ih, g_hh, g_b):
+        pieces = ctx.pieces[:]
+        ctx.pieces.clear()
+        if pieces:
+            x, h, g = (torch.cat(p) for p in zip(*pieces))  # (T B, m), (T B, n), (T B, k): every step's rows
+            g_ih, g_hh, g_b = g_ih + g.t() @ x, g_hh + g.t() @ h, g_b + g.sum(0)
+        return g_ih, g_hh, g_b, None
+
+
+class _Step(torch.autograd.Function):
+    """One step of the fused LSTM (gate rows i, f, g, o) or tanh RNN with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, mode, pieces, x, h, *rest):
+        if mode == "lstm":
+            c, w_ih, w_hh, bias = rest
+        else:
+            (w_ih, w_hh, bias), c = rest, None
+        z = torch.addmm(torch.addmm(bias, x, w_ih.t()), h, w_hh.t())
+        ctx.mode, ctx.pieces = mode, pieces
+        if mode == "rnn_tanh":
+            h2 = torch.tanh(z)
+            ctx.save_for_backward(x, h, w_ih, w_hh, h2)
+            return (h2,)
+        i, f, g, o = z.chunk(4, 1)
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c2 = f * c + i * g
+        tc = torch.tanh(c2)
+        ctx.save_for_backward(x, h, w_ih, w_hh, c, i, f, g, o, tc)
+        return o * tc, c2
+
+    @staticmethod
+    def backward(ctx, gh2, gc2=None):
+        if ctx.mode == "rnn_tanh":
+            x, h, w_ih, w_hh, h2 = ctx.saved_tensors
+            gz, gc = gh2 * (1 - h2 * h2), ()
+        else:
+            x, h, w_ih, w_hh, c, i, f, g, o, tc = ctx.saved_tensors
+            gct = gc2 + gh2 * o * (1 - tc * tc)                        # through c' = f c + i g and h' = o tanh(c')
+            gz = torch.cat([gct * g * i * (1 - i), gct * c * f * (1 - f), gct * i * (1 - g * g),
+                            gh2 * tc * o * (1 - o)], 1)                 # the pre-activations of i, f, g, o
+            gc = (gct * f,)
+        ctx.pieces.append((x, h, gz))
+        return (None, None, gz @ w_ih, gz @ w_hh, *gc, None, None, None)
 
 
 def fused(fz, x: Tensor, state: tuple, lengths: Tensor | None):

@@ -138,6 +138,7 @@ class Fused:
     w_ih: Tensor
     w_hh: Tensor
     bias: Tensor
+    pieces: list | None = None  # set by backends.hold: one-step calls keep their weight-gradient pieces here
 
 
 class Cell(nn.Module):

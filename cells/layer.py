@@ -81,7 +81,10 @@ class Recurrent(nn.Module):
         caller that runs one step at a time (a decoder) assembles the stacked matrices and the fused kernel's weights
         once per sequence, not once per step, and DropConnect then keeps one mask for the whole sequence, as it does
         for a full-sequence call."""
-        return [self._weights(cell) for cell in self.cells]
+        if not torch.is_grad_enabled():  # search: torch.lstm_cell; training: the steps' weight gradients summed
+            return [self._weights(cell) for cell in self.cells]
+        return [(W, b, R, None if fz is None else backends.hold(fz))
+                for W, b, R, fz in (self._weights(cell) for cell in self.cells)]
 
     def _weights(self, cell):
         """(W, b, R, fz) for one forward call, with DropConnect applied to R in training; fz is the cell's exact

@@ -412,6 +412,18 @@ def test_one_step_calls_equal_eager(name, dtype, training, monkeypatch):
     assert_same(forward_backward(fused, x, state, steps=True), forward_backward(eager, x, state, steps=True),
                 **tol)
     assert len(calls) == 4 * 2  # every step of both layers took the one-step path
+    with torch.no_grad():  # no gradients (search): torch.lstm_cell / rnn_tanh_cell, not the held weights' _Step
+        torch.manual_seed(0)
+        w, s_f, s_e = fused.weights(), state, state
+        torch.manual_seed(0)
+        w_e = eager.weights()  # the same DropConnect masks
+        assert all(fz.pieces is None for *_, fz in w)
+        for t in range(4):
+            torch.manual_seed(t)
+            out_f, s_f = fused(x[:, t:t + 1], s_f, weights=w)
+            torch.manual_seed(t)
+            out_e, s_e = eager(x[:, t:t + 1], s_e, weights=w_e)
+            torch.testing.assert_close(out_f, out_e, **tol)
 
 
 def compiled_config(name):
