@@ -113,9 +113,14 @@ class Curves(L.Callback):
     def __init__(self):
         self.rows: list[dict] = []
         self._lr: float | None = None
+        # seconds of each whole epoch this run timed (training and its validation), kept apart from the rows: a
+        # resumed run's curves equal an uninterrupted one's, its times do not (an epoch resumed midway is not timed)
+        self.times: dict[int, float] = {}
+        self._t0: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        self._t0 = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -125,6 +130,9 @@ class Curves(L.Callback):
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._t0 is not None:
+            self.times[trainer.current_epoch + 1] = time.perf_counter() - self._t0
+            self._t0 = None
         # training metrics are reduced after validation ran: add them to this epoch's row
         if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch + 1:
             for k, v in trainer.callback_metrics.items():
@@ -132,10 +140,16 @@ class Curves(L.Callback):
                     self.rows[-1][k] = float(v)
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "lr": self._lr}  # lr: a run resumed mid-epoch skips on_train_epoch_start
+        # lr: a run resumed mid-epoch skips on_train_epoch_start
+        return {"rows": self.rows, "lr": self._lr, "times": self.times}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows, self._lr = list(state_dict["rows"]), state_dict.get("lr")
+        self.times = dict(state_dict.get("times") or {})
+
+    def epoch_seconds(self) -> float | None:
+        """The mean time of the epochs this run timed whole (None: none)."""
+        return sum(self.times.values()) / len(self.times) if self.times else None
 
     def as_columns(self) -> dict[str, list]:
         keys = sorted({k for r in self.rows for k in r}, key=lambda k: (k != "epoch", k))

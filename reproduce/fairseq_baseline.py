@@ -278,7 +278,7 @@ def parity_record(record: dict) -> dict:
     m, curve = record["metrics"], record["curve"]
     return {"table": "parity_g2lstm", "paper": "g2lstm", "row": PARITY_ROW, "column": "run",
             "seed": record["budget"]["seed"], "preset": record["preset"], "cell": "lstm", "status": "ok",
-            "metrics": {**m, "epoch_s": round(record["wall_s"]["train"] / max(m["epochs"], 1), 1)},
+            "metrics": m, "epoch_s": round(record["wall_s"]["train"] / max(m["epochs"], 1), 1),
             "curve": {"epoch": [r["epoch"] for r in curve], "val/ppl": [r["ppl"] for r in curve]},
             "wall_s": record["total_s"], "git": kit.git_revision(), "provenance": record["provenance"],
             "run_dir": record["run_dir"], "fairseq_version": record["fairseq_version"], "threads": record["threads"]}

@@ -79,9 +79,10 @@ def expand(records, spec, metric: str) -> list[dict]:
 
 
 def value_of(record: dict, name: str):
-    """``record["metrics"][name]``, or for ``<curve>@<epoch>`` the curve's value at that epoch (None if absent)."""
+    """``record["metrics"][name]`` (else the record's own field ``name``, as ``epoch_s``), or for ``<curve>@<epoch>``
+    the curve's value at that epoch (None if absent)."""
     if "@" not in name:
-        return record["metrics"].get(name)
+        return record["metrics"].get(name, record.get(name))
     key, epoch = name.rsplit("@", 1)
     curve = record.get("curve") or {}
     epochs = curve.get("epoch") or list(range(1, len(curve.get(key) or []) + 1))

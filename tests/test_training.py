@@ -211,3 +211,21 @@ def test_a_run_says_so_when_its_threads_and_the_machine_s_load_exceed_the_cores(
         assert not kit.warn_busy_cores(load=1.0)  # one thread beside one busy core: its share
     finally:
         torch.set_num_threads(threads)
+
+
+def test_curves_time_whole_epochs_only_and_keep_them_across_a_resume():
+    """Curves.times: the seconds of every epoch timed from its start (training and validation); an epoch resumed
+    midway (no on_train_epoch_start in this process) is not timed, the earlier times come back from the checkpoint."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(optimizers=[], current_epoch=0, callback_metrics={}, sanity_checking=False)
+    c = Curves()
+    c.on_train_epoch_start(trainer, None)
+    c.on_train_epoch_end(trainer, None)
+    assert list(c.times) == [1] and c.times[1] >= 0 and c.epoch_seconds() == c.times[1]
+    resumed = Curves()
+    resumed.load_state_dict(c.state_dict())
+    trainer.current_epoch = 1
+    resumed.on_train_epoch_end(trainer, None)  # epoch 2 resumed midway: not timed
+    assert list(resumed.times) == [1]
+    assert Curves().epoch_seconds() is None

@@ -77,7 +77,7 @@ class TranslationKind(TaskKind):
                             logger=logger, datamodule=dm)
         return kit.Trained(net, curves.as_columns(), logger, module.nonfinite,
                            {"best": curves.best(MONITOR, mode="min"), "epochs": len(curves.rows),
-                            "train_s": time.time() - t0})
+                            "train_s": time.time() - t0, "epoch_s": curves.epoch_seconds()})
 
     def evaluate(self, cfg: DictConfig, dm, run_dir: Path, name: str, trained: kit.Trained) -> tuple[dict, dict]:
         mt, best, t1 = cfg.task.mt, trained.state["best"], time.time()
@@ -89,11 +89,11 @@ class TranslationKind(TaskKind):
               f"sentences; trained on {dm.train_size:,} pairs; translation took {time.time() - t1:.0f} s")
         metrics = {"test/bleu": test["bleu"], "test/sacrebleu": test["sacrebleu"], "val/ppl": best.get(MONITOR),
                    "val/nll": best.get("val/nll"), "best_epoch": best.get("epoch"), "epochs": trained.state["epochs"],
-                   "train_pairs": dm.train_size, "translate_s": round(time.time() - t1, 1),
-                   # seconds per epoch of this process's training (validation included; a resumed run: its last part)
-                   "epoch_s": round(trained.state["train_s"] / max(trained.state["epochs"], 1), 1)}
+                   "train_pairs": dm.train_size, "translate_s": round(time.time() - t1, 1)}
+        epoch_s = trained.state.get("epoch_s")  # the epochs timed whole: training and validation
         return metrics, {"params_total": sum(p.numel() for p in trained.net.parameters()),
                          "train_s": round(trained.state["train_s"], 1),
+                         "epoch_s": None if epoch_s is None else round(epoch_s, 1),
                          "sacrebleu_signature": test["sacrebleu_signature"]}
 
     def evaluate_compressed(self, record: dict, spec: dict | None, metric: str = "test/bleu",
