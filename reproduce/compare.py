@@ -29,7 +29,7 @@ FIELDS = ["table", "row", "column", "metric", "unit", "published", "mean", "std"
           "status", "params_published", "params", "params_match", "params_total", "wall_s", "git", "trials"]
 
 
-LOW_PRECISION = ("ppl", "bleu")  # metrics printed with 2 decimals, as the papers do
+LOW_PRECISION = ("ppl", "bleu", "value")  # 2 decimals, as the papers print them (value: a table of mixed measures)
 
 
 def is_acc(metric: str) -> bool:
