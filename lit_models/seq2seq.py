@@ -20,8 +20,9 @@ that time, with the choices named):
   ``lstm_wiseman_iwslt_de_en``: encoder and embedding dropout 0, decoder dropout-out p): between decoder layers and
   on h~_t, which is both the softmax's input and the next step's input feed.
 - initialisation, ``init_range``: None keeps PyTorch's and the cell's own (nn.Embedding N(0, 1), Linear and cells
-  U(-1/sqrt(fan), ..)); r draws every parameter from U(-r, r) with the padding embeddings zero, as fairseq's
-  ``Embedding``, ``LSTM``, ``LSTMCell`` and ``Linear`` helpers (r = 0.1). fairseq's nn.LSTM has two bias vectors per
+  U(-1/sqrt(fan), ..)); r draws every parameter from U(-r, r) with the padding embeddings zero, as Luong et al.
+  (sec. 4.1) and fairseq's ``Embedding``, ``LSTM``, ``LSTMCell`` and ``Linear`` helpers (r = 0.1); a cell's own
+  constants set after its init (LSTM-b's forget bias) stay. fairseq's nn.LSTM has two bias vectors per
   gate (b_ih + b_hh, each U(-0.1, 0.1)); a registry cell has one.
 
 The decoder runs one step at a time (input feeding makes step t's input depend on step t-1's output), so in training
@@ -70,26 +71,33 @@ class Seq2Seq(nn.Module):
         self.src_embed = nn.Embedding(src_vocab, emsize, padding_idx=pad)
         self.tgt_embed = nn.Embedding(tgt_vocab, emsize, padding_idx=pad)
         enc_drop = dropout if dropout_at == "zaremba" else 0.0  # fairseq: encoder_dropout_out 0
+        # init_range: the cells draw their own U(-r, r) (init "uniform" with scale r sqrt(n), n their hidden size), so
+        # what a cell sets after its init (LSTM-b's forget bias, a graph cell's diagonals) stays; an explicit
+        # cell_options init wins
+        uniform = init_range is not None and "init" not in opts
+
+        def build(m, n, **kw):
+            o = {**opts, "init": "uniform", "init_scale": init_range * math.sqrt(n)} if uniform else opts
+            return cells.build(cell, m, n, backend=backend, **kw, **o)
+
         if encoder == "bi":
-            self.enc_bi = cells.build(cell, emsize, nhid // 2, bidirectional=True, backend=backend, **opts)
-            self.enc_rest = (cells.build(cell, nhid, nhid, num_layers=nlayers - 1, dropout=enc_drop, backend=backend,
-                                         **opts) if nlayers > 1 else None)
+            self.enc_bi = build(emsize, nhid // 2, bidirectional=True)
+            self.enc_rest = build(nhid, nhid, num_layers=nlayers - 1, dropout=enc_drop) if nlayers > 1 else None
         else:
             self.enc_bi = None
-            self.enc_rest = cells.build(cell, emsize, nhid, num_layers=nlayers, dropout=enc_drop, backend=backend,
-                                        **opts)
-        self.decoder = cells.build(cell, emsize + nhid, nhid, num_layers=nlayers, dropout=dropout, backend=backend,
-                                   **opts)
+            self.enc_rest = build(emsize, nhid, num_layers=nlayers, dropout=enc_drop)
+        self.decoder = build(emsize + nhid, nhid, num_layers=nlayers, dropout=dropout)
         self.attn_in = nn.Linear(nhid, nhid, bias=False)        # W_a of the general score
         self.attn_out = nn.Linear(2 * nhid, nhid, bias=False)   # W_c
         self.out = nn.Linear(nhid, tgt_vocab)                   # W_s
         self.drop = nn.Dropout(dropout)
         self.drop_in = self.drop if dropout_at == "zaremba" else nn.Identity()  # embeddings, encoder output
         self.has_cell_state = self.decoder.has_cell_state
-        if init_range is not None:
+        if init_range is not None:  # the embeddings and linear maps: U(-r, r), the padding embeddings zero
             with torch.no_grad():
-                for p in self.parameters():
-                    p.uniform_(-init_range, init_range)
+                for m in (self.src_embed, self.tgt_embed, self.attn_in, self.attn_out, self.out):
+                    for p in m.parameters():
+                        p.uniform_(-init_range, init_range)
                 self.src_embed.weight[pad].zero_()
                 self.tgt_embed.weight[pad].zero_()
 

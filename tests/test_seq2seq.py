@@ -178,3 +178,34 @@ def test_step_attention_equals_attend_with_every_gradient():
 
     for got, want in zip(run(True), run(False)):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_fairseq_layout_and_uniform_init():
+    """recipe=fairseq_wiseman's options: a unidirectional encoder whose final states start the decoder, every
+    parameter in U(-r, r) with zero padding embeddings (a cell's own constants, LSTM-b's forget bias, kept), and
+    dropout on h~ only, which is then also the fed-back input."""
+    torch.manual_seed(0)
+    net = Seq2Seq(23, 23, "lstm", emsize=12, nhid=16, nlayers=2, dropout=0.5, pad=PAD, backend="eager",
+                  encoder="uni", dropout_at="fairseq", init_range=0.1)
+    assert net.enc_bi is None and net.enc_rest.num_layers == 2 and not net.enc_rest.bidirectional
+    assert net.recurrent_layers() == [net.enc_rest, net.decoder]
+    assert all(p.abs().max() <= 0.1 for p in net.parameters())
+    assert net.src_embed.weight[PAD].abs().sum() == 0 and net.tgt_embed.weight[PAD].abs().sum() == 0
+    assert min(p.abs().max() for p in net.parameters()) > 0.05  # drawn from the whole range, not left at defaults
+    src, n = batch([7, 5])
+    memory, keys, mask, state = net.encode(src, n)
+    _, (h, c) = net.enc_rest(net.src_embed(src), lengths=n)
+    assert torch.equal(state[0], h) and torch.equal(state[1], c)
+    # fairseq's dropout: in training the returned h~ (the next step's input feed) is dropped: zeros appear
+    net.train()
+    feed, *_ = net.decode_step(torch.tensor([4, 5]), memory.new_zeros(2, 16), state, memory, keys, mask)
+    assert (feed == 0).any()
+    net.eval()
+    feed, *_ = net.decode_step(torch.tensor([4, 5]), memory.new_zeros(2, 16), state, memory, keys, mask)
+    assert not (feed == 0).any()
+    lstm_b = Seq2Seq(23, 23, "lstm_b", emsize=12, nhid=16, nlayers=1, pad=PAD, backend="eager", init_range=0.1)
+    assert all(torch.equal(c.b_f, torch.ones_like(c.b_f)) for r in lstm_b.recurrent_layers() for c in r.cells)
+    with pytest.raises(ValueError, match="encoder="):
+        Seq2Seq(10, 10, "lstm", encoder="left")
+    with pytest.raises(ValueError, match="dropout_at="):
+        Seq2Seq(10, 10, "lstm", dropout_at="everywhere")
