@@ -89,3 +89,24 @@ def test_g2_tables_2_and_4_and_the_decoder_gates_end_to_end(workdir):
     assert all(0.0 <= v.min() and v.max() <= 1.0 for cell in values.values() for v in cell.values())
     for name in ("hist", "lstm", "g2_lstm"):
         assert (workdir / "fig" / f"fig_gates_g2lstm.translation.{name}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_fairseq_parity_table_runs_its_configurations(workdir):
+    """parity_g2lstm at smoke: one run per configuration row (each with its own encoder, dropout placement and
+    initialisation), each filling the expanded columns; the fairseq row reads "not run" until fairseq_baseline.py
+    writes it."""
+    from reproduce import grid, results, runner
+
+    out = _by_cell(runner.main("parity_g2lstm", ["--preset", "smoke"]))
+    quick, fs = "Table 2 quick model", "+ U(-0.1, 0.1) init (fairseq's config)"
+    for row in (quick, fs):
+        assert out[(row, "val ppl, epoch 2")]["status"] == "ok" and out[(row, "test BLEU")]["status"] == "ok"
+        assert out[(row, "s per epoch")]["mean"] > 0
+    assert out[(quick, "val ppl, epoch 6")]["status"] != "ok"  # smoke trains 2 epochs
+    assert out[("fairseq lstm_wiseman_iwslt_de_en", "test BLEU")]["status"] == "not run"
+    records = {r["row"]: r for r in results.load_records(workdir / "results", table="parity_g2lstm")}
+    net = {row: records[row]["config"]["task"]["net"] for row in (quick, fs)}
+    assert (net[quick]["encoder"], net[quick]["dropout_at"], net[quick]["init_range"]) == ("bi", "zaremba", None)
+    assert (net[fs]["encoder"], net[fs]["dropout_at"], net[fs]["init_range"]) == ("uni", "fairseq", 0.1)
+    assert grid.value_of(records[fs], "val/ppl@2") == records[fs]["curve"]["val/ppl"][1]
