@@ -2,7 +2,7 @@
 and G2-LSTM, WMT'14 En->De and IWSLT'14 De->En.
 
     python reproduce/table2_g2lstm.py                       # paper preset on a GPU, quick on a CPU
-    python reproduce/table2_g2lstm.py --preset quick        # offline, 2 CPU cores: 50 min measured (README)
+    python reproduce/table2_g2lstm.py --preset quick --workers 2   # offline, 2 CPU cores: docs/results.md has the time
     python reproduce/table2_g2lstm.py --collect             # the table from finished runs
 
 The grid and hyper-parameters: conf/experiment/table2_g2lstm.yaml; the printed numbers: reproduce/published/.
