@@ -32,24 +32,27 @@ class StepAttention:
     """``attend`` for the steps of one batch's decoder loop, the gradients of keys and memory summed after the loop."""
 
     def __init__(self, keys: Tensor, memory: Tensor, mask: Tensor):
+        # the autograd nodes hold only this list, never self: self holds their outputs, and a cycle through an
+        # output's grad_fn is never freed (it kept every batch's encoder graph alive: a leak of GBs per epoch)
         self.mask, self.pieces = mask, []  # per step, filled by the steps' backwards: (g_score, h, a, g_context)
-        self.keys, self.memory = _Memory.apply(keys, memory, self)
+        self.keys, self.memory = _Memory.apply(keys, memory, self.pieces)
 
     def __call__(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        return _Step.apply(h, self.keys, self.memory, self.mask, self)
+        return _Step.apply(h, self.keys, self.memory, self.mask, self.pieces)
 
 
 class _Memory(torch.autograd.Function):
     """Hands keys and memory to the steps; its backward (after every step's) makes their gradients in one go."""
 
     @staticmethod
-    def forward(ctx, keys, memory, owner):
-        ctx.owner = owner
+    def forward(ctx, keys, memory, pieces):
+        ctx.pieces = pieces
         return keys.view_as(keys), memory.view_as(memory)
 
     @staticmethod
     def backward(ctx, g_keys, g_memory):
-        pieces, ctx.owner.pieces = ctx.owner.pieces, []
+        pieces = ctx.pieces[:]
+        ctx.pieces.clear()
         if pieces:
             gs, h, a, gc = (torch.stack(p, 1) for p in zip(*pieces))  # (B, T, S), (B, T, n), (B, T, S), (B, T, n)
             g_keys = g_keys + torch.bmm(gs.transpose(1, 2), h)        # Σ_t g_t ⊗ h_t
@@ -59,10 +62,10 @@ class _Memory(torch.autograd.Function):
 
 class _Step(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h, keys, memory, mask, owner):
+    def forward(ctx, h, keys, memory, mask, pieces):
         context, a = attend(keys, memory, mask, h)
         ctx.save_for_backward(h, keys, memory, a)
-        ctx.owner = owner
+        ctx.pieces = pieces
         ctx.mark_non_differentiable(a)
         return context, a
 
@@ -72,5 +75,5 @@ class _Step(torch.autograd.Function):
         g_a = torch.bmm(memory, g_context[:, :, None]).squeeze(-1)        # (B, S)
         g_score = a * (g_a - (g_a * a).sum(-1, keepdim=True))             # softmax; 0 where masked (a = 0)
         g_h = torch.bmm(g_score[:, None], keys).squeeze(1)                # (B, n)
-        ctx.owner.pieces.append((g_score, h, a, g_context))
+        ctx.pieces.append((g_score, h, a, g_context))
         return g_h, None, None, None, None
