@@ -357,7 +357,7 @@ def _segments(kernel, mode: str, x: Tensor, hx: tuple, params: list, train: bool
     ends = sorted(set(ls))
     # split, not xs[:, t0:end]: each slice's backward would fill a zero gradient of all of x
     stretches = xs.split([b - a for a, b in zip([0] + ends, ends)], 1)
-    outs, finals, t0 = [], [], 0
+    outs, finals = [], []
     for end, xt in zip(ends, stretches):
         active = sum(1 for n in ls if n >= end)  # the first rows (sorted): the sequences still running
         h = tuple(s[:, :active] for s in h)
@@ -366,10 +366,7 @@ def _segments(kernel, mode: str, x: Tensor, hx: tuple, params: list, train: bool
         outs.append(F.pad(res[0], (0, 0, 0, 0, 0, B - active)))
         done = sum(1 for n in ls if n == end)
         finals.append(tuple(s[:, active - done:active] for s in h))
-        t0 = end
-    out = torch.cat(outs, 1)
-    if t0 < T:
-        out = F.pad(out, (0, 0, 0, T - t0))
+    out = F.pad(torch.cat(outs, 1), (0, 0, 0, T - ends[-1]))  # zero after the longest length
     unsort = torch.argsort(dev_order)
     new = tuple(torch.cat([f[i] for f in reversed(finals)], 1).index_select(1, unsort) for i in range(len(h)))
     return out.index_select(0, unsort), new

@@ -67,7 +67,7 @@ class Seq2Seq(nn.Module):
                            nlayers=nlayers, dropout=dropout, pad=pad, backend=backend, cell_options=opts,
                            encoder=encoder, dropout_at=dropout_at, init_range=init_range)  # to rebuild
         self.cell, self.nhid, self.nlayers, self.pad = cell, nhid, nlayers, pad
-        self.encoder, self.dropout_at = encoder, dropout_at
+        self.dropout_at = dropout_at
         self.src_embed = nn.Embedding(src_vocab, emsize, padding_idx=pad)
         self.tgt_embed = nn.Embedding(tgt_vocab, emsize, padding_idx=pad)
         enc_drop = dropout if dropout_at == "zaremba" else 0.0  # fairseq: encoder_dropout_out 0

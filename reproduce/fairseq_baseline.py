@@ -266,6 +266,11 @@ def score(hyps_bpe: list[str], dm, split: str = "test") -> dict:
             "tokenised": tokenised, "detok": detok}
 
 
+def results_root() -> Path:
+    """Where the numbers go: $GATEZOO_RESULTS, default results/ (as gatezoo's runs)."""
+    return Path(os.environ.get("GATEZOO_RESULTS") or "results")
+
+
 PARITY_ROW = f"fairseq {ARCH}"  # its row of reproduce/parity_g2lstm.py's table (conf/experiment: external_rows)
 
 
@@ -308,7 +313,7 @@ def main(argv=None) -> dict:
         from reproduce import results
 
         rec = parity_record(json.loads(Path(args.record_from).read_text(encoding="utf-8")))
-        print(f"written: {results.write_record(rec, os.environ.get('GATEZOO_RESULTS') or 'results')}")
+        print(f"written: {results.write_record(rec, results_root())}")
         return rec
     budget = quick_budget()
     args.epochs = budget["epochs"] if args.epochs is None else args.epochs
@@ -323,8 +328,7 @@ def main(argv=None) -> dict:
     preset = "quick" if quick else "custom"  # the quick data, or a smaller one (--bpe-merges, --limit-*: tests)
     runs = (Path(os.environ.get("GATEZOO_RUNS") or "runs") / "fairseq_baseline" / preset / args.direction
             / f"s{args.seed}")
-    out_json = (Path(os.environ.get("GATEZOO_RESULTS") or "results") / "fairseq_baseline" / preset
-                / f"{ARCH}.{args.direction}.s{args.seed}.json")
+    out_json = results_root() / "fairseq_baseline" / preset / f"{ARCH}.{args.direction}.s{args.seed}.json"
     if runs.exists():
         shutil.rmtree(runs)  # fairseq-preprocess refuses existing dictionaries, fairseq-train would resume
     text_dir, bin_dir, ckpt_dir = runs / "text", runs / "data-bin", runs / "checkpoints"
@@ -375,7 +379,7 @@ def main(argv=None) -> dict:
     if args.direction == "de-en":
         from reproduce import results
 
-        results.write_record(parity_record(record), os.environ.get("GATEZOO_RESULTS") or "results")
+        results.write_record(parity_record(record), results_root())
     print(f"fairseq {version} {ARCH}, {args.direction}, {args.epochs} epochs on {counts['train']:,} training pairs "
           f"(best validation epoch {best.get('epoch')}, ppl {best.get('ppl')}): test BLEU {s['bleu']:.2f} "
           f"(tokenised{', lowercased' if s['lowercase'] else ''}), sacreBLEU {s['sacrebleu']:.2f} "
