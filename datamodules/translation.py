@@ -44,8 +44,11 @@ whatever ``limit_train``): ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<unk>`` 3, then
 alphabetical. Batches: ``Batch(src, src_lengths, tgt, index)``, int64: src (B, S) = source ids + eos, right-padded
 (fairseq pads sources on the left; with lengths it does not matter); src_lengths (B,) include the eos; tgt (B, T) =
 bos + target ids + eos, right-padded; index (B,) = each pair's position in its split. Training batches hold pairs of
-similar source length: each epoch the pairs are permuted by ``(seed, epoch)``, sorted by source length within chunks
-of 100 batches, cut, and the batches shuffled; every pair once per epoch. The epoch is a Lightning trainer's
+similar source length: ``batching="chunks"`` (the default): each epoch the pairs are permuted by ``(seed, epoch)``,
+sorted by source length within chunks of 100 batches, cut, and the batches shuffled; ``batching="fairseq"``:
+fairseq's ``LanguagePairDataset.ordered_indices`` and ``batch_by_size``: the whole split sorted by (source length,
+target length), ties in an order drawn once by ``seed``, cut once, and only the batches' order shuffled each epoch.
+Either way every pair once per epoch. The epoch is a Lightning trainer's
 ``current_epoch`` when attached, else a counter (``set_epoch``, advanced after each complete pass), as for PTB.
 Evaluation batches are sorted by (source length, target length, index). ``max_tokens`` additionally caps a batch's
 padded size, B x max(source + 1, target + 1), as fairseq's ``--max-tokens`` (a longer pair is a batch on its own).
@@ -463,21 +466,28 @@ def _cut(order: np.ndarray, size: list[int], batch_size: int, max_tokens: int | 
     return out + [cur] if cur else out
 
 
+BATCHINGS = ("chunks", "fairseq")  # how training batches are drawn (the module docstring)
+
+
 class LengthBatches(Sampler, EpochCounter):
     """A DataLoader's ``batch_sampler``: lists of pair indices of similar source length (see the module docstring).
 
     ``shuffle=False``: pairs sorted by (source length, target length, index), the same every time. ``shuffle=True``:
-    drawn for (seed, epoch); ``epoch_source`` (a callable giving an int or None: the DataModule's trainer epoch)
-    wins over the counter, which ``set_epoch`` sets and a complete pass advances."""
+    drawn for (seed, epoch) as ``batching`` says (BATCHINGS, the module docstring); ``epoch_source`` (a callable
+    giving an int or None: the DataModule's trainer epoch) wins over the counter, which ``set_epoch`` sets and a
+    complete pass advances."""
 
     def __init__(self, src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_size: int,
                  max_tokens: int | None = None, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                 epoch_source=None):
+                 epoch_source=None, batching: str = "chunks"):
+        if batching not in BATCHINGS:
+            raise ValueError(f"batching={batching!r}; valid: {', '.join(BATCHINGS)}")
+        self.batching = batching
         self.src_lengths, self.tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
         self.size = (np.maximum(self.src_lengths, self.tgt_lengths) + 1).tolist()  # src + eos, bos + tgt
         self.batch_size, self.max_tokens, self.shuffle, self.seed = batch_size, max_tokens, shuffle, seed
         EpochCounter.__init__(self, epoch, epoch_source)
-        self._memo = None
+        self._memo = self._fixed = None
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of ``epoch`` (default: the next pass's), in the order they are served."""
@@ -491,6 +501,12 @@ class LengthBatches(Sampler, EpochCounter):
             order = np.lexsort((np.arange(len(self.src_lengths)), self.tgt_lengths, self.src_lengths))
             return _cut(order, self.size, self.batch_size, self.max_tokens)
         rng = np.random.default_rng([self.seed, epoch])
+        if self.batching == "fairseq":  # sorted once (ties drawn once), cut once; each epoch only reorders batches
+            if self._fixed is None:
+                ties = np.random.default_rng([self.seed]).permutation(len(self.src_lengths))
+                order = ties[np.lexsort((self.tgt_lengths[ties], self.src_lengths[ties]))]
+                self._fixed = _cut(order, self.size, self.batch_size, self.max_tokens)
+            return [self._fixed[j] for j in rng.permutation(len(self._fixed))]
         perm, chunk, out = rng.permutation(len(self.src_lengths)), 100 * self.batch_size, []
         for i in range(0, len(perm), chunk):  # sort within chunks: similar lengths together, still random
             part = perm[i:i + chunk]
@@ -527,8 +543,10 @@ class Translation(EpochSeeded, L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int = 64, max_tokens: int | None = None,
                  limit_train: int | None = None, limit_eval: int | None = None, heldout: int = 500,
                  bpe_merges: int | None = None, data_dir=None, num_workers: int = 0, seed: int = 0,
-                 protocol: str = "holdout"):
+                 protocol: str = "holdout", batching: str = "chunks"):
         super().__init__()
+        if batching not in BATCHINGS:
+            raise ValueError(f"batching={batching!r}; valid: {', '.join(BATCHINGS)}")
         if dataset not in SOURCES_OF:
             raise ValueError(f"dataset={dataset!r}; valid: {', '.join(SOURCES_OF)}")
         direction = DEFAULT_DIRECTION[dataset] if direction is None else direction
@@ -553,7 +571,7 @@ class Translation(EpochSeeded, L.LightningDataModule):
         self.src_lang, self.tgt_lang = direction.split("-")
         self.batch_size, self.eval_batch_size, self.max_tokens = batch_size, eval_batch_size, max_tokens
         self.limit_train, self.limit_eval, self.heldout, self.bpe_merges = limit_train, limit_eval, heldout, bpe_merges
-        self.data_dir, self.num_workers, self.seed = data_dir, num_workers, seed
+        self.data_dir, self.num_workers, self.seed, self.batching = data_dir, num_workers, seed, batching
         self.pad, self.bos, self.eos, self.unk = PAD, BOS, EOS, UNK
         self.provenance = f"{NAMES[dataset]} {self.src_lang}->{self.tgt_lang}, {source}"
         self.src_vocab = self.tgt_vocab = self.src_vocab_size = self.tgt_vocab_size = None
@@ -610,7 +628,8 @@ class Translation(EpochSeeded, L.LightningDataModule):
         self.sizes = {split: len(s) for split, s in self._sets.items()}
         self.train_set, self.train_size = self._sets["train"], len(self._sets["train"])
         self.train_batches = LengthBatches(*self.train_set.lengths(), self.batch_size, self.max_tokens, shuffle=True,
-                                           seed=self.seed, epoch=self._epoch, epoch_source=self._trainer_epoch)
+                                           seed=self.seed, epoch=self._epoch, epoch_source=self._trainer_epoch,
+                                           batching=self.batching)
         full = {split: len(ids["src_offsets"]) - 1 for split, ids in d["ids"].items()}
         self.provenance = self._describe(full)
 

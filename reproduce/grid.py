@@ -23,39 +23,43 @@ def grid_points(cfg, only_rows=None) -> list[tuple[str, str, dict]]:
     rows, cols = cfg.grid.rows, cfg.grid.get("columns")
     values = list(rows["values"])
     if values and isinstance(values[0], Mapping):  # rows that set several keys each: {name: ..., <key>: value}
-        if only_rows:
-            raise ValueError(f"--cells: the rows of {cfg.table.name} are configurations, not cells")
         named = [(r["name"], {k: v for k, v in r.items() if k != "name"}) for r in values]
-        if cols is None:
-            return [(name, "run", keys) for name, keys in named]
-        raise ValueError(f"{cfg.table.name}: rows of several keys go with grid.columns: null (table.expand)")
-    if only_rows:
-        if rows.key != "cell.name":
-            raise ValueError(f"--cells: the rows of {cfg.table.name} are {rows.key}, not cells")
-        unknown = [c for c in only_rows if c not in values]
-        if unknown:
-            raise ValueError(f"--cells: {', '.join(unknown)} not in this table's rows for this preset: "
-                             f"{', '.join(map(str, values))}; on a grid table, a registered cell (`python -m cells` "
-                             f"lists them) runs as an extra row")
-        values = [v for v in values if v in only_rows]
-    # per-row settings (e.g. a learning rate that suits one cell): grid.rows.overrides.<row value>.<config key>
-    extra = {r: dict(rows.get("overrides", None) or {}).get(r) or {} for r in values}
+        if only_rows:  # configurations chosen by their names
+            unknown = [c for c in only_rows if c not in {name for name, _ in named}]
+            if unknown:
+                raise ValueError(f"--cells: {', '.join(unknown)} not among the rows of {cfg.table.name}, which are "
+                                 f"configurations: {'; '.join(name for name, _ in named)}")
+            named = [(name, keys) for name, keys in named if name in only_rows]
+    else:
+        if only_rows:
+            if rows.key != "cell.name":
+                raise ValueError(f"--cells: the rows of {cfg.table.name} are {rows.key}, not cells")
+            unknown = [c for c in only_rows if c not in values]
+            if unknown:
+                raise ValueError(f"--cells: {', '.join(unknown)} not in this table's rows for this preset: "
+                                 f"{', '.join(map(str, values))}; on a grid table, a registered cell (`python -m "
+                                 f"cells` lists them) runs as an extra row")
+            values = [v for v in values if v in only_rows]
+        # per-row settings (e.g. a learning rate that suits one cell): grid.rows.overrides.<row value>.<config key>
+        extra = {r: dict(rows.get("overrides", None) or {}).get(r) or {} for r in values}
+        named = [(label(rows, r), {rows.key: r, **extra[r]}) for r in values]
     if cols is None:
-        return [(label(rows, r), "run", {rows.key: r, **extra[r]}) for r in values]
+        return [(name, "run", keys) for name, keys in named]
     # a column value is a scalar for cols.key, or {name: ..., <config key>: value, ...} setting several keys
     columns = [(c["name"], {k: v for k, v in c.items() if k != "name"}) if isinstance(c, Mapping) else
                (label(cols, c), {cols.key: c}) for c in cols["values"]]
     if cols.get("only"):  # a preset's subset of the columns, by name (e.g. quick: only [5M])
         columns = [c for c in columns if c[0] in cols.only]
-    return [(label(rows, r), name, {rows.key: r, **extra[r], **keys})
-            for r, (name, keys) in itertools.product(values, columns)]
+    return [(row, col, {**row_keys, **col_keys})
+            for (row, row_keys), (col, col_keys) in itertools.product(named, columns)]
 
 
 def point_config(cfg, values: dict, seed: int | None = None):
     """The config of one grid point: the table's, with the point's ``values`` (and ``seed``) set."""
     point = OmegaConf.merge(cfg, {"seed": cfg.seed if seed is None else seed})
     for key, value in values.items():
-        OmegaConf.update(point, key, value)
+        # a cell option a row sets (cell.options.forget) may be new to the config: cells.build checks it by name
+        OmegaConf.update(point, key, value, force_add=key.startswith("cell.options."))
     return point
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from reproduce.console import console
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "results" / "records"  # committed: the records behind every number of the docs
 RESULTS_MD, README = REPO / "docs" / "results.md", REPO / "README.md"
+FIGURES = REPO / "docs" / "figures"  # a figure's curves (fig_<what>_<key>.py), drawn from the records by the report
 PAPERS = ("simplified", "slim", "odyssey", "jozefowicz", "g2lstm")  # the order of the docs
 SHOWN_PRESETS = ("paper", "quick")  # smoke records are test runs, not results
 BEGIN, END = "<!-- BEGIN generated: python -m reproduce.report (status) -->", "<!-- END generated -->"
@@ -72,15 +74,22 @@ def table(cfg, name: str, points, records, preset: str, out_dir: Path | None, sh
     if curves and out_dir is not None and any(r.get("curve") for r in runs):
         curve_rows = list(dict.fromkeys(r for r, _, _ in trained)) if spec else rows
         curve_cols = list(dict.fromkeys(c for _, c, _ in trained)) if spec else columns
-        png = compare.plot_curves(name, runs, out_dir, metric=t.get("curve", "test/acc"), preset=preset,
-                                  rows=curve_rows, columns=curve_cols)
-        if show is not None:
-            show.print(f"curves: {png}")
+        for metric in curve_metrics(cfg):
+            png = compare.plot_curves(name, runs, out_dir, metric=metric, preset=preset, rows=curve_rows,
+                                      columns=curve_cols)
+            if show is not None:
+                show.print(f"curves: {png}")
     if show is not None:
         for c in claims(cfg, name, runs, preset, [(o["row"], o["column"]) for o in out]):
             show.print(f"claim: {c['says']}: {c['better']} vs {c['worse']}, p {stats.p_text(c['p'])}: "
                        f"[bold]{c['verdict']}[/]")
     return out
+
+
+def curve_metrics(cfg) -> list[str]:
+    """The metrics drawn per epoch (``table.curve``: one name or a list, e.g. a figure's [test/acc, train/acc])."""
+    curve = cfg.table.get("curve", "test/acc")
+    return [curve] if isinstance(curve, str) else list(curve)
 
 
 def notes(cfg, preset: str, records) -> list[str]:
@@ -192,9 +201,10 @@ def _line(row: dict, decimals: int, whole: bool) -> list[str]:
             + ([row["params_total"] or ""] if whole else []) + [_wall(row["wall_s"]), row["git"] or ""])
 
 
-def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
-    """The markdown of one table at every preset with committed records, and its status {preset: (done, points)}."""
-    lines, status = [], {}
+def table_section(name: str, records: list[dict], figures: list | None = None) -> tuple[list[str], dict]:
+    """The markdown of one table at every preset with committed records, and its status {preset: (done, points)};
+    a figure's PNGs to draw are added to ``figures`` as (path, table, preset, metric, records, points)."""
+    lines, status, figures = [], {}, ([] if figures is None else figures)
     for preset in SHOWN_PRESETS:
         recs = [r for r in records if r["preset"] == preset]
         if not recs:
@@ -221,6 +231,12 @@ def table_section(name: str, records: list[dict]) -> tuple[list[str], dict]:
                                    + ["wall (mean)", "git"], [_line(o, decimals, whole) for o in out]), "",
                   compare.legend(metric, "fraction" if compare.is_acc(metric) else ""), ""]
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
+        if name.startswith("fig_") and not cfg.get("study"):  # a paper's figure: its curves, drawn
+            drawn = [(m, FIGURES / preset / f"{name}.{re.sub(r'[^A-Za-z0-9_-]', '-', m)}.png")
+                     for m in curve_metrics(cfg)]
+            figures += [(png, name, preset, m, recs, points) for m, png in drawn]
+            lines += [f"![{name}: {m} per epoch ({preset})]({png.relative_to(RESULTS_MD.parent)})"
+                      for m, png in drawn] + [""]
         tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
         lines += (["Claims:", "", *claims_table(tested), ""] if tested else [])
         for what in cfg.table.get("analysis") or []:  # a study's further report
@@ -262,8 +278,9 @@ def _label(name: str, tab: dict) -> str:
     return f"Table {name[5:].split('_')[0]}" if name.startswith("table") else tab.get("label") or name
 
 
-def build(records_dir: Path = RECORDS) -> tuple[str, str]:
-    """(docs/results.md, the README's status block) from the records under ``records_dir``."""
+def build(records_dir: Path = RECORDS, figures: list | None = None) -> tuple[str, str]:
+    """(docs/results.md, the README's status block) from the records under ``records_dir``; the figures' PNGs it
+    links are added to ``figures`` (``draw`` makes them)."""
     records = results.load_records(records_dir)
     page = ["# Results", "",
             "Generated by `python -m reproduce.report` from the records committed under `results/records/`; do not "
@@ -295,7 +312,7 @@ def build(records_dir: Path = RECORDS) -> tuple[str, str]:
                                             "✓" if o["params"] == o["published"] else "✗"] for o in out]), ""]
                 status[paper][label] = "counted"
                 continue
-            lines, done = table_section(name, [r for r in records if r["table"] == name])
+            lines, done = table_section(name, [r for r in records if r["table"] == name], figures)
             page += lines or [f"Not run at `paper` or `quick` (only at `smoke`, in the tests): "
                               f"`GATEZOO_DATA=../shared/data python reproduce/{name}.py --preset quick`.", ""]
             text = ", ".join(f"{p} {d}/{n}" for p, (d, n) in done.items())
@@ -312,6 +329,15 @@ def build(records_dir: Path = RECORDS) -> tuple[str, str]:
               "*smoke only*: built and run by the tests, no committed result; *counted*: a parameter table, computed; "
               "*not built*: no script yet. Generated by `python -m reproduce.report`.")
     return "\n".join(page).rstrip() + "\n", "\n".join(compare.markdown_table(head, matrix) + ["", legend])
+
+
+def draw(figures: list) -> list[Path]:
+    """The figures' PNGs ``build`` listed, drawn from their records (one line per row, one panel per column)."""
+    for png, name, preset, metric, recs, points in figures:
+        compare.plot_curves(name, recs, png.parent, metric=metric, preset=preset,
+                            rows=list(dict.fromkeys(r for r, _, _ in points)),
+                            columns=list(dict.fromkeys(c for _, c, _ in points)))
+    return [f[0] for f in figures]
 
 
 def readme_with(status: str, text: str) -> str:
@@ -351,16 +377,19 @@ def main(argv=None) -> int:
     if args.add:
         copied = add(args.add)
         console.print(f"{len(copied)} record(s) added to {RECORDS.relative_to(REPO)}")
-    page, status = build()
+    figures: list = []
+    page, status = build(figures=figures)
     readme = readme_with(status, README.read_text(encoding="utf-8"))
     stale = [p for p, text in ((RESULTS_MD, page), (README, readme))
              if not p.exists() or p.read_text(encoding="utf-8") != text]
+    stale += [f[0] for f in figures if not f[0].exists()]  # a PNG's pixels are not compared (matplotlib versions)
     if args.check:
         for p in stale:
             console.print(f"[red]{p} differs from what the committed records give: run python -m reproduce.report[/]")
         return 1 if stale else 0
     for p, text in ((RESULTS_MD, page), (README, readme)):
         atomic_write_text(p, text)
+    draw(figures)
     console.print(f"wrote {RESULTS_MD.relative_to(REPO)} and the status table of {README.relative_to(REPO)}")
     return 0
 

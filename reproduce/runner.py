@@ -38,7 +38,8 @@ def parse_args(argv, name: str):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=config.PRESETS, help="default: paper when a GPU is visible, else quick")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per grid point (mean +- std in the table)")
-    ap.add_argument("--cells", nargs="+", metavar="CELL", help="run only these rows of the table")
+    ap.add_argument("--cells", nargs="+", metavar="ROW", help="run only these rows of the table: cells, or the names "
+                    "of a table whose rows are configurations (parity_g2lstm, the figures)")
     ap.add_argument("--collect", action="store_true", help="build the table from finished runs, train nothing")
     ap.add_argument("--wandb-project", help="with --collect: read the records from this W&B project")
     ap.add_argument("--force", action="store_true", help="rerun grid points that already have a record")

@@ -122,3 +122,28 @@ def test_main_end_to_end_with_stand_in_tools(data, workdir, capsys):
     assert grid.value_of(parity, "epoch_s") == parity["epoch_s"]
     assert "test BLEU 100.00 (tokenised, lowercased)" in out and "on 60 training pairs" in out
     assert len(read_lines(Path(rec["run_dir"]) / "test.hyp")) == 25
+
+
+def test_the_parity_table_trains_fairseqs_missing_seeds_first(workdir, monkeypatch, capsys):
+    """``reproduce/parity_g2lstm.py --fairseq-bin``: one command for the whole table: fairseq's seeds without a record
+    are trained (here: recorded as started), then gatezoo's rows; a finished seed is not trained again."""
+    import importlib.util
+
+    from reproduce import results
+    spec = importlib.util.spec_from_file_location("parity", Path(F.__file__).parent / "parity_g2lstm.py")
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    monkeypatch.setenv("GATEZOO_RESULTS", str(workdir / "results"))
+    results.write_record({"table": "parity_g2lstm", "paper": "g2lstm", "row": F.PARITY_ROW, "column": "run",
+                          "seed": 1, "preset": "quick", "cell": "lstm", "status": "ok", "metrics": {"val/ppl": 60.0}},
+                         workdir / "results")
+    assert parity.fairseq_seeds_to_run(3, workdir / "results") == [2, 3]
+    started, gatezoo = [], []
+    monkeypatch.setattr(parity, "fairseq_rows", lambda fairseq_bin, seeds, workers: started.append(seeds) or 0)
+    monkeypatch.setattr(parity, "main", lambda name, argv: gatezoo.append(argv) or [])
+    parity.run(["--seeds", "3", "--workers", "2", "--fairseq-bin", "/fs/bin", "--cells", "x"])
+    assert started == [[2, 3]] and gatezoo == [["--seeds", "3", "--workers", "2", "--cells", "x"]]
+    parity.run(["--collect", "--fairseq-bin", "/fs/bin"])    # collecting trains nothing
+    assert started == [[2, 3]]
+    with pytest.raises(SystemExit, match="fairseq's row is trained at the quick budget only"):
+        parity.run(["--preset", "smoke", "--fairseq-bin", "/fs/bin"])

@@ -127,9 +127,11 @@ def test_load_wandb_unreachable_is_a_clear_error(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ published yaml
-COUNTS = {"simplified": {"table1_simplified": 4 * 2 + 4, T2: 4 * 4 + 4, "table3_simplified": 4 * 4 + 4},
+COUNTS = {"simplified": {"table1_simplified": 4 * 2 + 4, T2: 4 * 4 + 4, "table3_simplified": 4 * 4 + 4,
+                         "fig_lstm3_simplified": 2},
           "slim": {"table1_slim": 3, "table2_slim": 3, "table3_slim": 0, "table4_slim": 3 * 3 * 2,
-                   "table5_slim": 4 * 3 * 2, "table6_slim": 0, "table7_slim": 3 * 3 * 2}}
+                   "table5_slim": 4 * 3 * 2, "table6_slim": 0, "table7_slim": 3 * 3 * 2,
+                   "fig_forget_slim": 0, "fig_c6forget_slim": 0, "fig_sigmoid_slim": 0}}
 
 
 @pytest.mark.parametrize("paper", sorted(COUNTS))

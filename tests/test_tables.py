@@ -39,6 +39,24 @@ def test_column_values_that_set_several_keys_and_a_presets_subset():
     assert {p[1] for p in quick} == {"5M"} and len(quick) == 10
 
 
+def test_configuration_rows_cross_the_columns_and_may_set_a_cell_option():
+    # a figure's rows are configurations (a cell and its constant forget value), its columns learning rates
+    cfg = config.compose("fig_c6forget_slim", "quick", [])
+    points = grid.grid_points(cfg)
+    assert [(r, c) for r, c, _ in points] == [("lstm", "eta=1e-5"), ("lstm_c6 h=200 f=0.59", "eta=1e-5"),
+                                              ("lstm_c6 h=200 f=0.8", "eta=1e-5"), ("lstm_c6 h=200 f=0.95", "eta=1e-5")]
+    point = grid.point_config(cfg, points[3][2])
+    assert (point.cell.name, point.cell.hidden_size, point.optim.eta0) == ("lstm_c6", 200, 1e-5)
+    assert point.cell.options.forget == 0.95 and point.cell.options.activation == "sigmoid"  # added to Table 4's
+    assert "forget" not in grid.point_config(cfg, points[0][2]).cell.options                 # the lstm row's own
+    assert [r for r, _, _ in grid.grid_points(cfg, ["lstm_c6 h=200 f=0.8"])] == ["lstm_c6 h=200 f=0.8"]  # --cells
+    with pytest.raises(ValueError, match="lstm6 not among the rows of fig_c6forget_slim, which are configurations: "
+                                         "lstm; lstm_c6 h=200 f=0.59; "):
+        grid.grid_points(cfg, ["lstm6"])
+    with pytest.raises(Exception, match="optim.etaa"):  # a mistyped key still fails: only cell options are added
+        grid.point_config(cfg, {"optim.etaa": 1.0})
+
+
 def test_a_table_without_columns_has_one_run_per_row():
     points = grid.grid_points(config.compose("table1_g2lstm", "quick", []))
     assert points == [(c, "run", {"cell.name": c}) for c in ("lstm", "sharpened_lstm", "g2_lstm")]

@@ -99,7 +99,7 @@ def test_the_fairseq_parity_table_runs_its_configurations(workdir):
     from reproduce import grid, results, runner
 
     out = _by_cell(runner.main("parity_g2lstm", ["--preset", "smoke"]))
-    quick, fs = "Table 2 quick model", "+ U(-0.1, 0.1) init (fairseq's config)"
+    quick, fs = "Table 2 quick model", "+ fairseq's batches"
     for row in (quick, fs):
         assert out[(row, "val ppl, epoch 2")]["status"] == "ok" and out[(row, "test BLEU")]["status"] == "ok"
         assert out[(row, "s per epoch")]["mean"] > 0
@@ -109,4 +109,6 @@ def test_the_fairseq_parity_table_runs_its_configurations(workdir):
     net = {row: records[row]["config"]["task"]["net"] for row in (quick, fs)}
     assert (net[quick]["encoder"], net[quick]["dropout_at"], net[quick]["init_range"]) == ("bi", "zaremba", None)
     assert (net[fs]["encoder"], net[fs]["dropout_at"], net[fs]["init_range"]) == ("uni", "fairseq", 0.1)
+    data = {row: records[row]["config"]["task"]["data"]["batching"] for row in (quick, fs)}
+    assert data == {quick: "chunks", fs: "fairseq"}
     assert grid.value_of(records[fs], "val/ppl@2") == records[fs]["curve"]["val/ppl"][1]

@@ -25,6 +25,7 @@ from datamodules import translation as T
 from datamodules.files import ChecksumError, DataError, MissingDataError
 from datamodules.translation import (
     Batch,
+    LengthBatches,
     Translation,
     decode,
     detokenize,
@@ -541,3 +542,22 @@ def test_a_missing_shared_file_names_the_file_and_the_fix(data, tmp_path, home, 
         dest.symlink_to(data / D.SOURCES[key].path)
     with pytest.raises(MissingDataError, match=r"wmt14/newstest2014\.de not found.*no public download"):
         D.build("wmt14", data_dir=tmp_path / "part").prepare_data()
+
+
+def test_fairseq_batching_sorts_the_whole_split_once_and_reorders_batches_each_epoch():
+    # fairseq's LanguagePairDataset: indices sorted by (source, target) length over the whole split, ties random,
+    # cut into batches once; each epoch serves the same batches in a new order
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 40, 203), rng.integers(1, 40, 203)
+    sampler = LengthBatches(src, tgt, batch_size=8, shuffle=True, seed=5, batching="fairseq")
+    e0, e1 = sampler.batches(0), sampler.batches(1)
+    assert sorted(map(tuple, e0)) == sorted(map(tuple, e1)) and e0 != e1  # the same batches, another order
+    flat = sorted(e0, key=lambda b: (src[b[0]], tgt[b[0]]))
+    order = [i for b in flat for i in b]
+    assert sorted(order) == list(range(203))                               # every pair once
+    keys = [(src[i], tgt[i]) for i in order]
+    assert keys == sorted(keys)                                           # one global (source, target) order
+    chunks = LengthBatches(src, tgt, batch_size=8, shuffle=True, seed=5)
+    assert sorted(map(tuple, chunks.batches(0))) != sorted(map(tuple, chunks.batches(1)))  # redrawn each epoch
+    with pytest.raises(ValueError, match="batching='sorted'; valid: chunks, fairseq"):
+        LengthBatches(src, tgt, batch_size=8, batching="sorted")
