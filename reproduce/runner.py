@@ -164,7 +164,7 @@ def _extra_rows(cfg, names) -> list[str]:
     import cells
 
     rows = cfg.grid.rows
-    if not names or rows.key != "cell.name" or cfg.get("study"):
+    if not names or rows.get("key") != "cell.name" or cfg.get("study"):  # configuration rows have no key
         return []
     return [c for c in names if c not in rows["values"] and c in cells.names()]
 
