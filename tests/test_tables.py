@@ -54,6 +54,7 @@ def test_configuration_rows_cross_the_columns_and_may_set_a_cell_option():
                                          "lstm; lstm_c6 h=200 f=0.59; "):
         grid.grid_points(cfg, ["lstm6"])
     assert runner._extra_rows(cfg, ["lstm_c6 h=200 f=0.8"]) == []  # a configuration's name is no extra cell row
+    assert runner._extra_rows(config.compose("parity_g2lstm", "smoke", []), ["+ fairseq's batches"]) == []
     with pytest.raises(Exception, match="optim.etaa"):  # a mistyped key still fails: only cell options are added
         grid.point_config(cfg, {"optim.etaa": 1.0})
 
