@@ -130,11 +130,13 @@ def claims(cfg, name: str, records, preset: str, pairs) -> list[dict]:
     return stats.check_claims(OmegaConf.to_container(spec), values)
 
 
-def claims_table(tested: list[dict]) -> list[str]:
-    """The claims as a markdown table (empty when the table has none)."""
+def claims_table(tested: list[dict], ours: bool = False) -> list[str]:
+    """The claims as a markdown table (empty when the table has none); ``ours``: a check against other code
+    (parity_), whose claims are its own questions, not a paper's."""
     if not tested:
         return []
-    headers = ["the paper's claim", "better side", "worse side", "p (Welch, Bonferroni)", "verdict"]
+    headers = ["the question tested" if ours else "the paper's claim", "better side", "worse side",
+               "p (Welch, Bonferroni)", "verdict"]
     rows = [[c["says"], c["better"], c["worse"], stats.p_text(c["p"]), c["verdict"]] for c in tested]
     return compare.markdown_table(headers, rows) + ["", "Welch's t-test, one-sided in the claim's direction, over the "
                                                         "seeds of each side; p x the table's number of claims; "
@@ -238,7 +240,7 @@ def table_section(name: str, records: list[dict], figures: list | None = None) -
             lines += [f"![{name}: {m} per epoch ({preset})]({png.relative_to(RESULTS_MD.parent)})"
                       for m, png in drawn] + [""]
         tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
-        lines += (["Claims:", "", *claims_table(tested), ""] if tested else [])
+        lines += (["Claims:", "", *claims_table(tested, ours=name.startswith("parity_")), ""] if tested else [])
         for what in cfg.table.get("analysis") or []:  # a study's further report
             lines += [f"`python reproduce/{analysis_script(cfg, what)}.py --preset {preset} --collect`:", "",
                       *analysis(cfg, what, recs, None), ""]
