@@ -86,14 +86,15 @@ class Recurrent(nn.Module):
         return [(W, b, R, None if fz is None else backends.hold(fz))
                 for W, b, R, fz in (self._weights(cell) for cell in self.cells)]
 
-    def _weights(self, cell):
+    def _weights(self, cell, fused: bool = True):
         """(W, b, R, fz) for one forward call, with DropConnect applied to R in training; fz is the cell's exact
-        ``base.Fused`` form (None: it has none, or the backend is eager)."""
+        ``base.Fused`` form (None: it has none, the backend is eager, or ``fused`` is False: a call that returns the
+        gates runs the eager loop)."""
         W, b = cell.input_weights()
         R = cell.recurrent_weights()
         if self.training and self.weight_drop > 0:
             R = {k: F.dropout(v, self.weight_drop, True) for k, v in R.items()}
-        return W, b, R, (None if self.backend == "eager" else cell.fused(W, b, R))
+        return W, b, R, (None if self.backend == "eager" or not fused else cell.fused(W, b, R))
 
     def backend_for(self, cell, fz, return_gates: bool) -> str:
         if return_gates or self.backend == "eager":
@@ -159,7 +160,7 @@ class Recurrent(nn.Module):
                 extra = cell.extra_inputs(xin)
                 if extra is not None:
                     xin = torch.cat([xin, extra], -1)
-                W, b, R, fz = self._weights(cell) if weights is None else weights[k]
+                W, b, R, fz = self._weights(cell, not return_gates) if weights is None else weights[k]
                 s0 = tuple(s[k] for s in state) + tuple(torch.zeros_like(state[0][k]) for _ in range(cell.extra_state))
                 fz = None if return_gates else fz
                 how = self.backend_for(cell, fz, return_gates)
