@@ -210,13 +210,14 @@ def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "resu
     epochs). Written atomically to out_dir/<table>.<metric>.png; returns its path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global backend state to change
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     recs = [r for r in select(table, records, preset) if metric in (r.get("curve") or {})]
     pairs = _pairs(rows, columns, recs)
     cols = [c for c in dict.fromkeys(c for _, c in pairs) if any(r["column"] == c for r in recs)] or ["(no curves)"]
     ncol = min(len(cols), 4)
     nrow = math.ceil(len(cols) / ncol)
-    fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow), layout="constrained")
+    fig = Figure(figsize=(max(4.2 * ncol, 6.4), 3.2 * nrow), layout="constrained")  # one panel: room for the title
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
     for ax, col in zip(axes, cols):
@@ -235,6 +236,7 @@ def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "resu
                 ax.plot(xs, [statistics.fmean(by_epoch[x]) for x in xs], marker="o", markersize=3,
                         label=f"{row} (n={len(group)})")
         ax.ticklabel_format(axis="y", useOffset=False)  # 5817 reads as 5817, not "+5.817e3" and 0
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         ax.set_title(col)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
