@@ -30,7 +30,8 @@ from reproduce.console import console
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "results" / "records"  # committed: the records behind every number of the docs
 RESULTS_MD, README = REPO / "docs" / "results.md", REPO / "README.md"
-FIGURES = REPO / "docs" / "figures"  # a figure's curves (fig_<what>_<key>.py), drawn from the records by the report
+FIGURES = REPO / "docs" / "figures"  # a figure's curves (fig_<what>_<key>.py), drawn by the report; linked from
+# docs/results.md as figures/<preset>/<name>.<metric>.png
 PAPERS = ("simplified", "slim", "odyssey", "jozefowicz", "g2lstm")  # the order of the docs
 SHOWN_PRESETS = ("paper", "quick")  # smoke records are test runs, not results
 BEGIN, END = "<!-- BEGIN generated: python -m reproduce.report (status) -->", "<!-- END generated -->"
@@ -237,7 +238,7 @@ def table_section(name: str, records: list[dict], figures: list | None = None) -
             drawn = [(m, FIGURES / preset / f"{name}.{re.sub(r'[^A-Za-z0-9_-]', '-', m)}.png")
                      for m in curve_metrics(cfg)]
             figures += [(png, name, preset, m, recs, points) for m, png in drawn]
-            lines += [f"![{name}: {m} per epoch ({preset})]({png.relative_to(RESULTS_MD.parent)})"
+            lines += [f"![{name}: {m} per epoch ({preset})]({png.relative_to(FIGURES.parent).as_posix()})"
                       for m, png in drawn] + [""]
         tested = claims(cfg, name, recs, preset, [(o["row"], o["column"]) for o in out])
         lines += (["Claims:", "", *claims_table(tested, ours=name.startswith("parity_")), ""] if tested else [])

@@ -30,12 +30,13 @@ def test_every_experiment_composes_and_changes_the_config(name, preset):
     assert cfg.task.name != plain.task.name or cfg.cell != plain.cell  # the experiment is not silently ignored
     assert cfg.protocol == ("paper" if preset == "paper" else "holdout")
     for key in grid.grid_points(cfg)[0][2]:  # grid keys exist in the config (maybe null there)
-        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
+        if not key.startswith("cell.options."):  # a cell option a row adds (cells.build checks it by name)
+            assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
     points = grid.grid_points(cfg)
     if preset == "paper":
         # a table may hold columns that run only when chosen (grid.columns.only: Greff's licensed TIMIT and IAM)
         columns = (cfg.grid.columns.get("only") or cfg.grid.columns["values"]) if cfg.grid.columns else [None]
-        assert len(points) == len(cfg.grid.rows["values"]) * len(columns) >= 3
+        assert len(points) == len(cfg.grid.rows["values"]) * len(columns) >= 2  # Fig. 3 of Lu & Salem: 1 x 2
 
 
 def test_preset_changes_apply_and_the_command_line_wins():
