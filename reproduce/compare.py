@@ -203,6 +203,11 @@ def _write(out, out_dir: Path, table, title, metric, unit, notes, decimals):
     atomic_write_text(out_dir / f"{table}.csv", buf.getvalue())
 
 
+def curves_png(out_dir: str | Path, table: str, metric: str) -> Path:
+    """Where ``plot_curves`` writes ``metric``'s curves of ``table``: out_dir/<table>.<metric, / as ->.png."""
+    return Path(out_dir) / f"{table}.{re.sub(r'[^A-Za-z0-9_-]', '-', metric)}.png"
+
+
 def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "results/tables", metric: str = "test/acc",
                 *, rows: Sequence[str] = (), columns: Sequence[str] = (), preset: str | None = None) -> Path:
     """PNG of ``metric`` per epoch as in the papers' figures: one panel per column (eta0), one line per row (cell),
@@ -248,4 +253,4 @@ def plot_curves(table: str, records: Sequence[dict], out_dir: str | Path = "resu
     fig.suptitle(f"{table}: {metric} per epoch" + (f" (preset {preset})" if preset else ""))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    return atomic_write_bytes(Path(out_dir) / f"{table}.{re.sub(r'[^A-Za-z0-9_-]', '-', metric)}.png", buf.getvalue())
+    return atomic_write_bytes(curves_png(out_dir, table, metric), buf.getvalue())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a plain checkout too
 
-from reproduce.runner import main  # noqa: E402
+from reproduce.runner import main, parse_args  # noqa: E402
 
 NAME = "parity_g2lstm"
 
@@ -54,18 +54,17 @@ def run(argv: list[str]) -> list[dict]:
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--fairseq-bin")
     ours, rest = ap.parse_known_args(argv)
-    if ours.fairseq_bin and "--collect" not in rest and "--worker" not in rest:  # a --workers process: done
-        known = argparse.ArgumentParser(add_help=False)
-        for flag, kind, default in (("--seeds", int, 1), ("--workers", int, 1), ("--preset", str, "quick")):
-            known.add_argument(flag, type=kind, default=default)
-        opts, _ = known.parse_known_args(rest)
-        if opts.preset != "quick":
+    args = parse_args(rest, NAME)  # the table's own options, as the runner reads them
+    if ours.fairseq_bin and not args.collect and args.worker is None:  # a --workers process: done already
+        from reproduce import config, fairseq_baseline
+
+        preset = args.preset or config.default_preset(args.launcher)
+        if preset != "quick":
             raise SystemExit(f"reproduce/{NAME}.py: error: --fairseq-bin: fairseq's row is trained at the quick "
-                             f"budget only (reproduce/fairseq_baseline.py); leave it out for --preset {opts.preset}")
-        root = Path(os.environ.get("GATEZOO_RESULTS") or "results")
-        todo = fairseq_seeds_to_run(opts.seeds, root)
+                             f"budget only (reproduce/fairseq_baseline.py); leave it out for --preset {preset}")
+        todo = fairseq_seeds_to_run(args.seeds, fairseq_baseline.results_root())
         print(f"fairseq's row: seed(s) {', '.join(map(str, todo)) or 'none'} to train", flush=True)
-        if fairseq_rows(ours.fairseq_bin, todo, max(opts.workers, 1)):
+        if fairseq_rows(ours.fairseq_bin, todo, args.workers):
             raise SystemExit(f"reproduce/{NAME}.py: a fairseq run failed (its log: runs/fairseq_baseline/quick/); "
                              "run the same command again to continue")
     return main(NAME, rest)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -235,8 +234,7 @@ def table_section(name: str, records: list[dict], figures: list | None = None) -
                   compare.legend(metric, "fraction" if compare.is_acc(metric) else ""), ""]
         lines += [f"- {n}" for n in notes(cfg, preset, recs)] + [""]
         if name.startswith("fig_") and not cfg.get("study"):  # a paper's figure: its curves, drawn
-            drawn = [(m, FIGURES / preset / f"{name}.{re.sub(r'[^A-Za-z0-9_-]', '-', m)}.png")
-                     for m in curve_metrics(cfg)]
+            drawn = [(m, compare.curves_png(FIGURES / preset, name, m)) for m in curve_metrics(cfg)]
             figures += [(png, name, preset, m, recs, points) for m, png in drawn]
             lines += [f"![{name}: {m} per epoch ({preset})]({png.relative_to(FIGURES.parent).as_posix()})"
                       for m, png in drawn] + [""]
